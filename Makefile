@@ -1,0 +1,36 @@
+# Two commands matter on a fresh machine: `make stress` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
+
+.PHONY: stress test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(DEV_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@ $(STAMP)
+
+stress: $(STAMP)
+	$(BIN)/raft-trio stress --clients 8 --batch 100
+
+test: $(DEV_STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check raft_trio stress tests examples
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python stress/bench.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,3 @@
+from raft_trio.cli import main
+
+main()

@@ -1,0 +1,255 @@
+"""The async client: finds the leader, follows redirects, retries within a deadline.
+
+    async with raft_trio.connect(["127.0.0.1:7001", "127.0.0.1:7002"]) as kv:
+        await kv.set("k", "v")
+        assert await kv.get("k") == "v"
+
+A write retried after a lost connection may apply twice (client sessions,
+which make retries exactly-once, are a later step); a write whose entry was
+overwritten by a new leader is known not to have applied and is retried.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Any
+
+import cbor2  # type: ignore[import-untyped]
+import trio
+
+from raft_trio.errors import ClusterUnavailable, CommandError, NotLeader, RaftError
+from raft_trio.server import HELLO_CLIENT, parse_address
+from raft_trio.transport import FrameError, FrameReader, send_frames
+
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_REQUEST_TIMEOUT = 5.0
+
+
+class _Connection:
+    def __init__(self, address: str, stream: trio.SocketStream):
+        self.address = address
+        self.stream = stream
+        self.reader = FrameReader(stream)
+        self.ids = itertools.count(1)
+
+    @classmethod
+    async def open(cls, address: str) -> _Connection:
+        host, port = parse_address(address)
+        stream = await trio.open_tcp_stream(host, port)
+        try:
+            await send_frames(stream, [cbor2.dumps([HELLO_CLIENT])])
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+        return cls(address, stream)
+
+    async def call(self, op: str, *args: Any) -> list[Any]:
+        request_id = next(self.ids)
+        await send_frames(self.stream, [cbor2.dumps([request_id, op, *args])])
+        frame = await self.reader.read_frame()
+        if frame is None:
+            raise trio.BrokenResourceError(f"{self.address} closed the connection")
+        reply = cbor2.loads(frame)
+        if not isinstance(reply, list) or len(reply) < 3 or reply[0] != request_id:
+            raise FrameError(f"unexpected reply from {self.address}: {reply!r:.100}")
+        return reply
+
+    async def aclose(self) -> None:
+        await trio.aclose_forcefully(self.stream)
+
+
+class Client:
+    def __init__(
+        self,
+        addresses: Sequence[str],
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    ):
+        if not addresses:
+            raise ValueError("connect() needs at least one member address")
+        for address in addresses:
+            parse_address(address)
+        self.addresses = list(addresses)
+        self.timeout = timeout
+        self.request_timeout = request_timeout
+        self._target = 0
+        self._conn: _Connection | None = None
+        self._lock = trio.Lock()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._conn is not None:
+            await self._conn.aclose()
+            self._conn = None
+
+    # ------------------------------------------------------------ KV commands
+
+    async def set(self, key: str, value: str) -> None:
+        _check_str(key=key, value=value)
+        await self.propose([["set", key, value]])
+
+    async def get(self, key: str) -> str | None:
+        _check_str(key=key)
+        value = await self._request("get", key)
+        if value is not None and not isinstance(value, str):
+            raise RaftError(f"unexpected value for {key!r}: {value!r:.80}")
+        return value
+
+    async def delete(self, key: str) -> bool:
+        """Delete `key`; returns whether it existed."""
+        _check_str(key=key)
+        (existed,) = await self.propose([["del", key]])
+        return bool(existed)
+
+    async def cas(self, key: str, expected: str | None, new: str) -> bool:
+        """Set `key` to `new` if it holds `expected` (None: if absent); returns whether it did."""
+        _check_str(key=key, new=new)
+        if expected is not None:
+            _check_str(expected=expected)
+        (swapped,) = await self.propose([["cas", key, expected, new]])
+        return bool(swapped)
+
+    async def set_many(self, items: Iterable[tuple[str, str]]) -> None:
+        """Write a batch of keys in one round trip, as consecutive log entries."""
+        commands = []
+        for key, value in items:
+            _check_str(key=key, value=value)
+            commands.append(["set", key, value])
+        await self.propose(commands)
+
+    async def propose(self, commands: Sequence[Any]) -> list[Any]:
+        """Replicate raw state-machine commands; returns their results in order."""
+        encoded = [cbor2.dumps(c) for c in commands]
+        results: list[Any] = await self._request("propose", encoded)
+        for result in results:
+            if isinstance(result, list) and len(result) == 2 and result[0] == "error":
+                raise CommandError(str(result[1]))
+        return results
+
+    # ------------------------------------------------------- member inspection
+
+    async def status(self, address: str) -> dict[str, Any]:
+        """Status of one member, asked directly (no redirect)."""
+        result: dict[str, Any] = await self._direct(address, "status")
+        return result
+
+    async def read_log(self, address: str, start: int, count: int) -> list[list[Any]]:
+        """Up to `count` raw entries [index, term, kind, data] of one member's log."""
+        result: list[list[Any]] = await self._direct(address, "log", start, count)
+        return result
+
+    async def _direct(self, address: str, op: str, *args: Any) -> Any:
+        with trio.fail_after(self.request_timeout):
+            conn = await _Connection.open(address)
+            try:
+                reply = await conn.call(op, *args)
+            finally:
+                await conn.aclose()
+        if reply[1] != "ok":
+            raise RaftError(f"{address}: {reply[3]}")
+        return reply[2]
+
+    # ---------------------------------------------------------- leader finding
+
+    async def _request(self, op: str, *args: Any) -> Any:
+        async with self._lock:
+            return await self._request_locked(op, *args)
+
+    async def _request_locked(self, op: str, *args: Any) -> Any:
+        deadline = trio.current_time() + self.timeout
+        backoff = 0.02
+        last_problem = "no member tried"
+        while True:
+            remaining = deadline - trio.current_time()
+            if remaining <= 0:
+                raise ClusterUnavailable(
+                    f"no leader answered within {self.timeout:g}s "
+                    f"(members {', '.join(self.addresses)}; last problem: {last_problem})"
+                )
+            reply: list[Any] | None = None
+            with trio.move_on_after(min(remaining, self.request_timeout)):
+                try:
+                    conn = await self._connection()
+                    reply = await conn.call(op, *args)
+                except (OSError, trio.BrokenResourceError, trio.ClosedResourceError,
+                        FrameError, cbor2.CBORDecodeError) as exc:
+                    last_problem = f"{self.addresses[self._target]}: {exc or type(exc).__name__}"
+            if reply is None:
+                if last_problem == "no member tried":
+                    last_problem = f"{self.addresses[self._target]}: no answer in time"
+                await self._next_member()
+                await trio.sleep(min(backoff, max(0.0, deadline - trio.current_time())))
+                backoff = min(backoff * 2, 0.5)
+                continue
+            if reply[1] == "ok":
+                return reply[2]
+            code, message, extra = reply[2], reply[3], reply[4] if len(reply) > 4 else None
+            if code == "not_leader":
+                last_problem = message
+                hint = extra[1] if isinstance(extra, list) and len(extra) == 2 else None
+                stale = hint == self.addresses[self._target]
+                await self._follow(hint)
+                if hint is None or stale:
+                    # An election is probably under way: give it a moment.
+                    await trio.sleep(min(backoff, max(0.0, deadline - trio.current_time())))
+                    backoff = min(backoff * 2, 0.5)
+                continue
+            if code == "lost":
+                last_problem = message
+                continue
+            if code == "bad_request":
+                raise CommandError(message)
+            raise RaftError(message)
+
+    async def _connection(self) -> _Connection:
+        if self._conn is None:
+            self._conn = await _Connection.open(self.addresses[self._target])
+        return self._conn
+
+    async def _next_member(self) -> None:
+        await self.aclose()
+        self._target = (self._target + 1) % len(self.addresses)
+
+    async def _follow(self, address: str | None) -> None:
+        if address is None:
+            await self._next_member()
+            return
+        await self.aclose()
+        if address not in self.addresses:
+            self.addresses.append(address)
+        self._target = self.addresses.index(address)
+
+
+def connect(
+    addresses: Sequence[str] | str,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+) -> Client:
+    """A client for the cluster reachable at `addresses` (use it with `async with`)."""
+    if isinstance(addresses, str):
+        addresses = [a.strip() for a in addresses.split(",") if a.strip()]
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise ValueError("timeout must be a positive number of seconds")
+    return Client(addresses, timeout=timeout, request_timeout=request_timeout)
+
+
+def _check_str(**values: Any) -> None:
+    for name, value in values.items():
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be str, not {type(value).__name__}")
+
+
+__all__ = ["Client", "ClusterUnavailable", "NotLeader", "connect"]

@@ -1,0 +1,37 @@
+"""Sans-I/O Raft: the algorithm as a plain object, with no trio, sockets, files or clocks."""
+
+from raft_trio.core.log import RaftLog
+from raft_trio.core.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Entry,
+    EntryKind,
+    HardState,
+    Heartbeat,
+    HeartbeatResponse,
+    Message,
+    RequestVote,
+    RequestVoteResponse,
+    Role,
+)
+from raft_trio.core.node import Config, NotLeaderError, RaftNode, Ready, SoftState
+
+__all__ = [
+    "AppendEntries",
+    "AppendEntriesResponse",
+    "Config",
+    "Entry",
+    "EntryKind",
+    "HardState",
+    "Heartbeat",
+    "HeartbeatResponse",
+    "Message",
+    "NotLeaderError",
+    "RaftLog",
+    "RaftNode",
+    "Ready",
+    "RequestVote",
+    "RequestVoteResponse",
+    "Role",
+    "SoftState",
+]

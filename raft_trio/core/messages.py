@@ -1,0 +1,117 @@
+"""The records the Raft core consumes and produces.
+
+Entries are NamedTuples: they are built by the thousand per second on the
+hot path (decode, append, apply) and a NamedTuple is the cheapest immutable
+record CPython offers. Messages are frozen slotted dataclasses: fewer of
+them, and their field names matter more for readability.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import NamedTuple
+
+
+class EntryKind(enum.IntEnum):
+    COMMAND = 0
+    # Appended by every new leader so that entries of earlier terms get
+    # committed (Raft paper section 5.4.2 / 8).
+    NOOP = 1
+
+
+class Entry(NamedTuple):
+    index: int  # type: ignore[assignment]  # shadows tuple.index on purpose
+    term: int
+    kind: int
+    data: bytes
+
+
+class HardState(NamedTuple):
+    """What must survive a crash before any reply that depends on it."""
+
+    term: int
+    vote: int | None
+    commit: int
+
+
+class Role(enum.Enum):
+    FOLLOWER = "follower"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestVote:
+    term: int
+    src: int
+    dst: int
+    last_log_index: int
+    last_log_term: int
+
+
+@dataclass(frozen=True, slots=True)
+class RequestVoteResponse:
+    term: int
+    src: int
+    dst: int
+    granted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AppendEntries:
+    term: int
+    src: int
+    dst: int
+    prev_index: int
+    prev_term: int
+    entries: tuple[Entry, ...]
+    commit: int
+
+
+@dataclass(frozen=True, slots=True)
+class AppendEntriesResponse:
+    """Answer to AppendEntries.
+
+    On success `match_index` is the last index known to match the leader.
+    On rejection `reject_index` is the `prev_index` that did not match and
+    (`conflict_term`, `conflict_index`) is the fast-backtracking hint: the
+    term the follower has at `reject_index` (0 when its log is too short)
+    and the first index it holds of that term (or its last index + 1).
+    """
+
+    term: int
+    src: int
+    dst: int
+    success: bool
+    match_index: int
+    reject_index: int
+    conflict_term: int
+    conflict_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """Leader liveness plus a commit index the follower is known to hold."""
+
+    term: int
+    src: int
+    dst: int
+    commit: int
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatResponse:
+    term: int
+    src: int
+    dst: int
+
+
+Message = (
+    RequestVote
+    | RequestVoteResponse
+    | AppendEntries
+    | AppendEntriesResponse
+    | Heartbeat
+    | HeartbeatResponse
+)

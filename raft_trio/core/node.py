@@ -1,0 +1,464 @@
+"""The Raft algorithm as a deterministic object: inputs in, a Ready batch out.
+
+Nothing here awaits, reads a clock, touches a file or uses global
+randomness: time arrives as `tick()`, durability as `persisted()`, and the
+caller supplies the random generator. The driver loop is
+
+    node.step(msg) / node.tick() / node.propose(...) / node.persisted(...)
+    ready = node.ready()
+    send ready.messages now;
+    make ready.hard_state and ready.entries durable, then send
+    ready.persisted_messages and call node.persisted(last index, term);
+    apply ready.committed in order.
+
+Durability claims (a granted vote, a successful append) travel in
+`persisted_messages`, which the driver must hold back until *every* write
+handed to it so far is durable, not only this Ready's: an append that
+duplicates entries still in flight must not be acknowledged early.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from raft_trio.core.log import RaftLog
+from raft_trio.core.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Entry,
+    EntryKind,
+    HardState,
+    Heartbeat,
+    HeartbeatResponse,
+    Message,
+    RequestVote,
+    RequestVoteResponse,
+    Role,
+)
+from raft_trio.core.progress import Progress
+
+
+class NotLeaderError(Exception):
+    """A proposal reached a member that is not the leader."""
+
+    def __init__(self, leader_id: int | None):
+        super().__init__(f"not the leader (leader is {leader_id})")
+        self.leader_id = leader_id
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    # Election timeout is drawn uniformly from [election_ticks, 2 * election_ticks).
+    election_ticks: int = 10
+    heartbeat_ticks: int = 1
+    max_append_entries: int = 4096
+    max_inflight: int = 32
+
+    def __post_init__(self) -> None:
+        if self.election_ticks <= self.heartbeat_ticks:
+            raise ValueError("election_ticks must exceed heartbeat_ticks")
+        if self.heartbeat_ticks < 1 or self.max_append_entries < 1 or self.max_inflight < 1:
+            raise ValueError("heartbeat_ticks, max_append_entries and max_inflight must be >= 1")
+
+
+DEFAULT_CONFIG = Config()
+EMPTY_HARD_STATE = HardState(0, None, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class SoftState:
+    """Volatile state worth reporting when it changes (role changes are logged)."""
+
+    role: Role
+    term: int
+    leader_id: int | None
+
+
+@dataclass(slots=True)
+class Ready:
+    hard_state: HardState | None = None
+    entries: list[Entry] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    persisted_messages: list[Message] = field(default_factory=list)
+    committed: list[Entry] = field(default_factory=list)
+    soft_state: SoftState | None = None
+
+    def needs_persist(self) -> bool:
+        return self.hard_state is not None or bool(self.entries)
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.hard_state is not None
+            or self.entries
+            or self.messages
+            or self.persisted_messages
+            or self.committed
+            or self.soft_state is not None
+        )
+
+
+class RaftNode:
+    def __init__(
+        self,
+        node_id: int,
+        voters: Iterable[int],
+        *,
+        hard_state: HardState = EMPTY_HARD_STATE,
+        entries: Sequence[Entry] = (),
+        config: Config = DEFAULT_CONFIG,
+        rng: random.Random | None = None,
+    ):
+        self.id = node_id
+        self.voters = tuple(sorted(set(voters)))
+        if node_id not in self.voters:
+            raise ValueError(f"node {node_id} is not among the voters {self.voters}")
+        self.peers = tuple(v for v in self.voters if v != node_id)
+        self.config = config
+        self.rng = rng if rng is not None else random.Random(node_id)
+        self.log = RaftLog(entries)
+
+        self.term = hard_state.term
+        self.vote = hard_state.vote
+        # A stored commit index is only a hint that lets a restarted member
+        # apply before it hears from a leader; never trust it beyond the log.
+        self.commit = min(hard_state.commit, self.log.last_index)
+        self.applied = 0
+        # Everything loaded at start-up came from stable storage.
+        self.durable_index = self.log.last_index
+        self._persisted_term_vote = (self.term, self.vote)
+
+        self.role = Role.FOLLOWER
+        self.leader_id: int | None = None
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.randomized_timeout = self._draw_timeout()
+        self.votes: dict[int, bool] = {}
+        self.progress: dict[int, Progress] = {}
+
+        self._entries: list[Entry] = []
+        self._messages: list[Message] = []
+        self._persisted_messages: list[Message] = []
+        self._last_soft = SoftState(self.role, self.term, self.leader_id)
+
+    # ------------------------------------------------------------------ inputs
+
+    @property
+    def quorum(self) -> int:
+        return len(self.voters) // 2 + 1
+
+    def tick(self) -> None:
+        if self.role is Role.LEADER:
+            self.heartbeat_elapsed += 1
+            if self.heartbeat_elapsed >= self.config.heartbeat_ticks:
+                self.heartbeat_elapsed = 0
+                self._broadcast_heartbeat()
+            return
+        self.election_elapsed += 1
+        if self.election_elapsed >= self.randomized_timeout:
+            self.campaign()
+
+    def campaign(self) -> None:
+        """Start an election now (a timeout fired, or a test wants one)."""
+        self.role = Role.CANDIDATE
+        self.term += 1
+        self.vote = self.id
+        self.leader_id = None
+        self.election_elapsed = 0
+        self.randomized_timeout = self._draw_timeout()
+        self.progress = {}
+        self.votes = {self.id: True}
+        if self._tally() >= self.quorum:
+            self._become_leader()
+            return
+        for peer in self.peers:
+            # The vote for ourselves must be durable before anyone can count on this term.
+            self._persisted_messages.append(
+                RequestVote(self.term, self.id, peer, self.log.last_index, self.log.last_term)
+            )
+
+    def propose(self, datas: Sequence[bytes]) -> tuple[int, int]:
+        """Append commands to the leader's log; returns (first index, term)."""
+        if self.role is not Role.LEADER:
+            raise NotLeaderError(self.leader_id)
+        first = self.log.last_index + 1
+        term = self.term
+        command = EntryKind.COMMAND
+        entries = [Entry(first + i, term, command, data) for i, data in enumerate(datas)]
+        self.log.append(entries)
+        self._entries.extend(entries)
+        return first, term
+
+    def persisted(self, index: int, term: int) -> None:
+        """The log is durable up to `index`, whose entry had `term` when written."""
+        if index > self.durable_index and self.log.term(index) == term:
+            self.durable_index = index
+            if self.role is Role.LEADER:
+                self._maybe_commit()
+
+    def step(self, msg: Message) -> None:
+        if msg.dst != self.id:
+            return
+        if msg.term > self.term:
+            leader = msg.src if isinstance(msg, AppendEntries | Heartbeat) else None
+            self._become_follower(msg.term, leader)
+        if isinstance(msg, AppendEntries):
+            self._on_append(msg)
+        elif isinstance(msg, AppendEntriesResponse):
+            self._on_append_response(msg)
+        elif isinstance(msg, Heartbeat):
+            self._on_heartbeat(msg)
+        elif isinstance(msg, HeartbeatResponse):
+            self._on_heartbeat_response(msg)
+        elif isinstance(msg, RequestVote):
+            self._on_request_vote(msg)
+        elif isinstance(msg, RequestVoteResponse):
+            self._on_vote_response(msg)
+
+    # ----------------------------------------------------------------- outputs
+
+    def has_ready(self) -> bool:
+        return bool(
+            self._entries
+            or self._messages
+            or self._persisted_messages
+            or self.applied < self.commit
+            or (self.term, self.vote) != self._persisted_term_vote
+            or self._soft_state() != self._last_soft
+            or (self.role is Role.LEADER and self._any_append_due())
+        )
+
+    def ready(self) -> Ready:
+        if self.role is Role.LEADER:
+            for peer in self.peers:
+                self._send_appends(peer)
+        ready = Ready(
+            entries=self._entries,
+            messages=self._messages,
+            persisted_messages=self._persisted_messages,
+        )
+        self._entries = []
+        self._messages = []
+        self._persisted_messages = []
+        if (self.term, self.vote) != self._persisted_term_vote:
+            ready.hard_state = HardState(self.term, self.vote, self.commit)
+            self._persisted_term_vote = (self.term, self.vote)
+        if self.applied < self.commit:
+            ready.committed = self.log.slice(self.applied + 1, self.commit + 1)
+            self.applied = self.commit
+        soft = self._soft_state()
+        if soft != self._last_soft:
+            ready.soft_state = soft
+            self._last_soft = soft
+        return ready
+
+    # ----------------------------------------------------------- role changes
+
+    def _draw_timeout(self) -> int:
+        low = self.config.election_ticks
+        return self.rng.randrange(low, 2 * low)
+
+    def _soft_state(self) -> SoftState:
+        return SoftState(self.role, self.term, self.leader_id)
+
+    def _become_follower(self, term: int, leader_id: int | None) -> None:
+        if term > self.term:
+            self.term = term
+            self.vote = None
+        self.role = Role.FOLLOWER
+        self.leader_id = leader_id
+        self.election_elapsed = 0
+        self.randomized_timeout = self._draw_timeout()
+        self.progress = {}
+        self.votes = {}
+
+    def _become_leader(self) -> None:
+        self.role = Role.LEADER
+        self.leader_id = self.id
+        self.heartbeat_elapsed = 0
+        self.votes = {}
+        next_index = self.log.last_index + 1
+        self.progress = {p: Progress(next_index, self.config.max_inflight) for p in self.peers}
+        # An entry of the new term lets earlier terms' entries commit (paper 5.4.2).
+        noop = Entry(next_index, self.term, EntryKind.NOOP, b"")
+        self.log.append([noop])
+        self._entries.append(noop)
+
+    def _tally(self) -> int:
+        return sum(1 for granted in self.votes.values() if granted)
+
+    # -------------------------------------------------------------- follower
+
+    def _on_append(self, msg: AppendEntries) -> None:
+        if msg.term < self.term:
+            self._messages.append(
+                AppendEntriesResponse(self.term, self.id, msg.src, False, 0, msg.prev_index, 0, 0)
+            )
+            return
+        if self.role is not Role.FOLLOWER or self.leader_id != msg.src:
+            self._become_follower(msg.term, msg.src)
+        self.election_elapsed = 0
+
+        if msg.prev_index < self.commit:
+            # Our committed prefix already matches any leader's log (leader completeness);
+            # skip the part of the message it covers.
+            skip = self.commit - msg.prev_index
+            entries: Sequence[Entry] = msg.entries[skip:]
+            prev_index = self.commit
+        else:
+            entries = msg.entries
+            prev_index = msg.prev_index
+            local_term = self.log.term(prev_index)
+            if local_term != msg.prev_term:
+                if local_term is None:
+                    hint_term, hint_index = 0, self.log.last_index + 1
+                else:
+                    hint_term, hint_index = local_term, self.log.first_index_of_term(prev_index)
+                self._messages.append(
+                    AppendEntriesResponse(
+                        self.term, self.id, msg.src, False, 0, prev_index, hint_term, hint_index
+                    )
+                )
+                return
+
+        new_from = self._first_new(entries)
+        if new_from is not None:
+            first_new = entries[new_from].index
+            if first_new <= self.log.last_index:
+                if first_new <= self.commit:
+                    raise AssertionError(
+                        f"node {self.id}: leader {msg.src} tried to overwrite committed index "
+                        f"{first_new} (commit {self.commit})"
+                    )
+                self.log.truncate_from(first_new)
+                self.durable_index = min(self.durable_index, first_new - 1)
+            fresh = entries[new_from:]
+            self.log.append(fresh)
+            self._entries.extend(fresh)
+
+        match = max(msg.prev_index + len(msg.entries), prev_index)
+        new_commit = min(msg.commit, match)
+        if new_commit > self.commit:
+            self.commit = new_commit
+        self._persisted_messages.append(
+            AppendEntriesResponse(self.term, self.id, msg.src, True, match, 0, 0, 0)
+        )
+
+    def _first_new(self, entries: Sequence[Entry]) -> int | None:
+        """Position of the first entry we lack or hold with another term."""
+        log = self.log
+        last = log.last_index
+        for pos, entry in enumerate(entries):
+            if entry.index > last or log.term(entry.index) != entry.term:
+                return pos
+        return None
+
+    def _on_heartbeat(self, msg: Heartbeat) -> None:
+        if msg.term < self.term:
+            self._messages.append(HeartbeatResponse(self.term, self.id, msg.src))
+            return
+        if self.role is not Role.FOLLOWER or self.leader_id != msg.src:
+            self._become_follower(msg.term, msg.src)
+        self.election_elapsed = 0
+        # The leader only sends a commit index it knows our log matches up to.
+        new_commit = min(msg.commit, self.log.last_index)
+        if new_commit > self.commit:
+            self.commit = new_commit
+        self._messages.append(HeartbeatResponse(self.term, self.id, msg.src))
+
+    def _on_request_vote(self, msg: RequestVote) -> None:
+        if msg.term < self.term:
+            self._messages.append(RequestVoteResponse(self.term, self.id, msg.src, False))
+            return
+        can_vote = self.vote == msg.src or (self.vote is None and self.leader_id is None)
+        if can_vote and self.log.is_up_to_date(msg.last_log_index, msg.last_log_term):
+            self.vote = msg.src
+            self.election_elapsed = 0
+            self._persisted_messages.append(RequestVoteResponse(self.term, self.id, msg.src, True))
+        else:
+            self._messages.append(RequestVoteResponse(self.term, self.id, msg.src, False))
+
+    # ------------------------------------------------------------- candidate
+
+    def _on_vote_response(self, msg: RequestVoteResponse) -> None:
+        if self.role is not Role.CANDIDATE or msg.term != self.term:
+            return
+        self.votes[msg.src] = msg.granted
+        if self._tally() >= self.quorum:
+            self._become_leader()
+        elif len(self.votes) - self._tally() >= self.quorum:
+            self._become_follower(self.term, None)
+
+    # ---------------------------------------------------------------- leader
+
+    def _any_append_due(self) -> bool:
+        last = self.log.last_index
+        return any(pr.next <= last and pr.can_send() for pr in self.progress.values())
+
+    def _send_appends(self, peer: int) -> None:
+        pr = self.progress[peer]
+        log = self.log
+        last = log.last_index
+        limit = self.config.max_append_entries
+        while pr.next <= last and pr.can_send():
+            prev = pr.next - 1
+            prev_term = log.term(prev)
+            assert prev_term is not None
+            entries = tuple(log.slice(pr.next, min(pr.next + limit, last + 1)))
+            self._messages.append(
+                AppendEntries(self.term, self.id, peer, prev, prev_term, entries, self.commit)
+            )
+            pr.sent(prev + len(entries))
+
+    def _broadcast_heartbeat(self) -> None:
+        for peer, pr in self.progress.items():
+            self._messages.append(
+                Heartbeat(self.term, self.id, peer, min(pr.match, self.commit))
+            )
+
+    def _on_heartbeat_response(self, msg: HeartbeatResponse) -> None:
+        if self.role is not Role.LEADER or msg.term != self.term:
+            return
+        pr = self.progress[msg.src]
+        if pr.match < self.log.last_index:
+            if pr.probing:
+                # The probe or its answer may have been lost: allow another.
+                pr.probe_sent = False
+            elif pr.match == pr.match_at_heartbeat:
+                # A whole heartbeat round without progress: something was lost.
+                pr.become_probe(pr.match + 1)
+        pr.match_at_heartbeat = pr.match
+
+    def _on_append_response(self, msg: AppendEntriesResponse) -> None:
+        if self.role is not Role.LEADER or msg.term != self.term:
+            return
+        pr = self.progress[msg.src]
+        if msg.success:
+            if pr.acknowledged(msg.match_index):
+                self._maybe_commit()
+            return
+        if msg.reject_index <= pr.match:
+            return  # stale: we already know it matches further than that
+        if pr.probing and msg.reject_index != pr.next - 1:
+            return  # answer to an older probe
+        next_index = msg.conflict_index
+        if msg.conflict_term > 0:
+            last_of_term = self.log.last_index_of_term(msg.conflict_term)
+            if last_of_term is not None:
+                next_index = last_of_term + 1
+        pr.become_probe(max(1, min(next_index, msg.reject_index)))
+
+    def _maybe_commit(self) -> None:
+        matches = sorted([self.durable_index, *(pr.match for pr in self.progress.values())],
+                         reverse=True)
+        candidate = matches[self.quorum - 1]
+        # Figure 8: only an entry of the current term is committed by counting replicas.
+        if candidate > self.commit and self.log.term(candidate) == self.term:
+            self.commit = candidate
+            # Idle followers hear the new commit index now rather than at the next heartbeat.
+            for peer, pr in self.progress.items():
+                if not pr.inflight and not pr.probing and pr.next > self.log.last_index:
+                    self._messages.append(
+                        Heartbeat(self.term, self.id, peer, min(pr.match, self.commit))
+                    )

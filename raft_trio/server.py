@@ -1,0 +1,519 @@
+"""One Raft member as one Trio nursery.
+
+Tasks, all children of the nursery opened by `RaftServer.serve`:
+
+- node loop: the only task that touches the sans-I/O core; it drains its
+  inbox, then acts on one Ready (group-committing everything it drained);
+- timer: feeds ticks to the inbox;
+- one replicator per peer: owns the outbound connection, sends what the core
+  addressed to that peer, reconnects with backoff; a dead peer never blocks
+  the others because its queue is dropped while it is unreachable;
+- disk writer: appends to the WAL and fsyncs once per batch of queued writes,
+  then releases the messages that claimed durability;
+- applier: applies committed entries in order and wakes the proposers;
+- listener: peers and clients on one port.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cbor2  # type: ignore[import-untyped]
+import trio
+
+from raft_trio.core import (
+    Config,
+    Entry,
+    EntryKind,
+    HardState,
+    Message,
+    NotLeaderError,
+    RaftNode,
+    Ready,
+    Role,
+)
+from raft_trio.errors import LeadershipLost, NotLeader, RaftError
+from raft_trio.service import serve_client
+from raft_trio.statemachine import StateMachine
+from raft_trio.storage import WAL
+from raft_trio.transport import (
+    CodecError,
+    FrameError,
+    FrameReader,
+    decode_message,
+    encode_message,
+    send_frames,
+)
+
+log = logging.getLogger("raft_trio.server")
+
+HELLO_PEER = "hello-peer"
+HELLO_CLIENT = "hello-client"
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"bad address {address!r}: expected host:port")
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """Wall-clock knobs; the core itself only counts ticks."""
+
+    tick_interval: float = 0.1
+    election_ticks: int = 10
+    heartbeat_ticks: int = 1
+    max_append_entries: int = 4096
+    max_inflight: int = 32
+
+
+class _Proposal:
+    """Waiting room for one batch of proposed commands."""
+
+    __slots__ = ("done", "error", "remaining", "results")
+
+    def __init__(self, count: int):
+        self.results: list[Any] = [None] * count
+        self.remaining = count
+        self.error: RaftError | None = None
+        self.done = trio.Event()
+
+
+@dataclass(slots=True)
+class _DiskJob:
+    hard_state: HardState | None
+    entries: list[Entry]
+    messages: list[Message]
+
+
+@dataclass(slots=True)
+class _Outbox:
+    """Messages waiting for one peer's replicator."""
+
+    queue: deque[Message] = field(default_factory=deque)
+    wakeup: trio.Event = field(default_factory=trio.Event)
+    connected: bool = False
+
+
+_TICK = object()
+
+
+class RaftServer:
+    def __init__(
+        self,
+        node_id: int,
+        cluster: Mapping[int, str],
+        data_dir: str | Path,
+        state_machine: StateMachine,
+        *,
+        timing: Timing = Timing(),  # noqa: B008 - frozen, so sharing the default is fine
+        cluster_name: str = "raft-trio",
+        listen_host: str | None = None,
+    ):
+        if node_id not in cluster:
+            raise ValueError(f"node id {node_id} is not in the cluster {sorted(cluster)}")
+        for address in cluster.values():
+            parse_address(address)
+        self.id = node_id
+        self.cluster = dict(cluster)
+        self.address = self.cluster[node_id]
+        self.data_dir = Path(data_dir)
+        self.state_machine = state_machine
+        self.timing = timing
+        self.cluster_name = cluster_name
+        self.listen_host = listen_host
+        self.node: RaftNode | None = None
+        self.wal: WAL | None = None
+        self.port: int | None = None
+        self.last_applied = 0
+        self._pending: dict[int, tuple[int, _Proposal, int]] = {}
+        self._outboxes: dict[int, _Outbox] = {}
+        self._inbox_send: trio.MemorySendChannel[Any] | None = None
+        self._durable: tuple[int, int] | None = None
+        self._applied_event = trio.Event()
+        self._leader_event = trio.Event()
+
+    # ------------------------------------------------------------ public API
+
+    @property
+    def role(self) -> Role:
+        return self.node.role if self.node is not None else Role.FOLLOWER
+
+    @property
+    def leader_id(self) -> int | None:
+        return self.node.leader_id if self.node is not None else None
+
+    def status(self) -> dict[str, Any]:
+        node = self.node
+        return {
+            "id": self.id,
+            "address": self.address,
+            "role": self.role.value,
+            "term": node.term if node else 0,
+            "leader": node.leader_id if node else None,
+            "commit": node.commit if node else 0,
+            "last_index": node.log.last_index if node else 0,
+            "applied": self.last_applied,
+            "log_bytes": self.wal.bytes_on_disk if self.wal else 0,
+        }
+
+    def log_entries(self, start: int, count: int) -> list[Entry]:
+        """Up to `count` entries of the in-memory log from index `start`."""
+        if self.node is None:
+            return []
+        return self.node.log.slice(start, start + count)
+
+    async def propose(self, command: Any) -> Any:
+        """Replicate one command; returns what the state machine's apply returned."""
+        (result,) = await self.propose_many([command])
+        return result
+
+    async def propose_many(self, commands: Sequence[Any]) -> list[Any]:
+        """Replicate a batch of commands as consecutive entries in one go."""
+        if self._inbox_send is None:
+            raise RuntimeError("the server is not running: start it with nursery.start(server.serve)")
+        return await self.propose_encoded([cbor2.dumps(c) for c in commands])
+
+    async def propose_encoded(self, datas: list[bytes]) -> list[Any]:
+        """Like propose_many, for commands already encoded as CBOR (the client's path)."""
+        if self._inbox_send is None:
+            raise RuntimeError("the server is not running: start it with nursery.start(server.serve)")
+        if not datas:
+            return []
+        proposal = _Proposal(len(datas))
+        await self._inbox_send.send(("propose", datas, proposal))
+        await proposal.done.wait()
+        if proposal.error is not None:
+            raise proposal.error
+        return proposal.results
+
+    async def wait_applied(self, index: int) -> None:
+        while self.last_applied < index:
+            await self._applied_event.wait()
+
+    async def wait_for_leader(self) -> int:
+        """Wait until this member knows a leader; returns its id."""
+        while True:
+            if self.node is not None and self.node.leader_id is not None:
+                return self.node.leader_id
+            await self._leader_event.wait()
+
+    # ----------------------------------------------------------------- serve
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the member until cancelled; `nursery.start(server.serve)` returns once listening."""
+        wal, state = await trio.to_thread.run_sync(WAL.open, self.data_dir / "wal")
+        self.wal = wal
+        t = self.timing
+        config = Config(
+            election_ticks=t.election_ticks,
+            heartbeat_ticks=t.heartbeat_ticks,
+            max_append_entries=t.max_append_entries,
+            max_inflight=t.max_inflight,
+        )
+        self.node = RaftNode(
+            self.id, self.cluster, hard_state=state.hard_state, entries=state.entries,
+            config=config,
+        )
+        log.info("member %d: loaded term %d, %d entries from %s", self.id,
+                 state.hard_state.term, len(state.entries), self.data_dir)
+        inbox_send, inbox_recv = trio.open_memory_channel[Any](4096)
+        disk_send, disk_recv = trio.open_memory_channel[_DiskJob](256)
+        apply_send, apply_recv = trio.open_memory_channel[list[Entry]](1024)
+        self._inbox_send = inbox_send
+        self._outboxes = {peer: _Outbox() for peer in self.node.peers}
+        try:
+            async with trio.open_nursery() as nursery:
+                host, port = parse_address(self.address)
+                listeners = await trio.open_tcp_listeners(port, host=self.listen_host or host)
+                self.port = listeners[0].socket.getsockname()[1]
+                nursery.start_soon(trio.serve_listeners, self._handle_connection, listeners)
+                nursery.start_soon(self._disk_writer, disk_recv)
+                nursery.start_soon(self._applier, apply_recv)
+                for peer in self.node.peers:
+                    nursery.start_soon(self._replicator, peer)
+                nursery.start_soon(self._timer)
+                nursery.start_soon(self._node_loop, inbox_recv, disk_send, apply_send)
+                log.info("member %d: listening on %s", self.id, self.address)
+                task_status.started()
+        finally:
+            self._inbox_send = None
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(wal.close)
+            self._fail_pending(RaftError("the server shut down before the entry was applied"))
+
+    # ------------------------------------------------------------- node loop
+
+    async def _timer(self) -> None:
+        assert self._inbox_send is not None
+        interval = self.timing.tick_interval
+        deadline = trio.current_time()
+        while True:
+            deadline += interval
+            await trio.sleep_until(deadline)
+            now = trio.current_time()
+            if now - deadline > interval:
+                # The loop was stalled: do not fire a burst of catch-up ticks.
+                deadline = now
+            await self._inbox_send.send(_TICK)
+
+    async def _node_loop(
+        self,
+        inbox: trio.MemoryReceiveChannel[Any],
+        disk: trio.MemorySendChannel[_DiskJob],
+        applier: trio.MemorySendChannel[list[Entry]],
+    ) -> None:
+        node = self.node
+        assert node is not None
+        async for item in inbox:
+            self._handle(node, item)
+            # Drain what else is queued so one Ready (one fsync, one message per
+            # peer) covers all of it: this is where batching comes from.
+            for _ in range(4096):
+                try:
+                    item = inbox.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                self._handle(node, item)
+            if self._durable is not None:
+                node.persisted(*self._durable)
+                self._durable = None
+            if node.has_ready():
+                await self._dispatch(node, node.ready(), disk, applier)
+
+    def _handle(self, node: RaftNode, item: Any) -> None:
+        if item is _TICK:
+            node.tick()
+        elif isinstance(item, tuple):
+            kind = item[0]
+            if kind == "propose":
+                _, datas, proposal = item
+                try:
+                    first, term = node.propose(datas)
+                except NotLeaderError as exc:
+                    proposal.error = self._not_leader(exc.leader_id)
+                    proposal.done.set()
+                    return
+                pending = self._pending
+                for pos in range(len(datas)):
+                    pending[first + pos] = (term, proposal, pos)
+            elif kind == "durable":
+                pass  # a wake-up only: the loop reads self._durable after draining
+        else:
+            node.step(item)
+
+    def _not_leader(self, leader_id: int | None) -> NotLeader:
+        address = self.cluster.get(leader_id) if leader_id is not None else None
+        return NotLeader(leader_id, address)
+
+    async def _dispatch(
+        self,
+        node: RaftNode,
+        ready: Ready,
+        disk: trio.MemorySendChannel[_DiskJob],
+        applier: trio.MemorySendChannel[list[Entry]],
+    ) -> None:
+        if ready.soft_state is not None:
+            soft = ready.soft_state
+            log.info("member %d: %s in term %d (leader %s)", self.id, soft.role.value,
+                     soft.term, soft.leader_id)
+            if soft.leader_id is not None:
+                self._leader_event.set()
+                self._leader_event = trio.Event()
+        # The leader sends to its peers while its own write is still in flight.
+        self._route(ready.messages)
+        if ready.needs_persist() or ready.persisted_messages:
+            await disk.send(_DiskJob(ready.hard_state, ready.entries, ready.persisted_messages))
+        if ready.committed:
+            await applier.send(ready.committed)
+
+    def _route(self, messages: Sequence[Message]) -> None:
+        outboxes = self._outboxes
+        for msg in messages:
+            box = outboxes.get(msg.dst)
+            if box is None or not box.connected:
+                continue  # unreachable peer: Raft retries what matters
+            box.queue.append(msg)
+            box.wakeup.set()
+
+    def _fail_pending(self, error: RaftError) -> None:
+        for _, proposal, _ in self._pending.values():
+            if not proposal.done.is_set():
+                proposal.error = error
+                proposal.done.set()
+        self._pending.clear()
+
+    # ------------------------------------------------------------ disk writer
+
+    async def _disk_writer(self, jobs: trio.MemoryReceiveChannel[_DiskJob]) -> None:
+        wal = self.wal
+        assert wal is not None
+        async for job in jobs:
+            batch = [job]
+            while True:
+                try:
+                    batch.append(jobs.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            hard_state: HardState | None = None
+            entries: list[Entry] = []
+            for queued in batch:
+                if queued.hard_state is not None:
+                    hard_state = queued.hard_state
+                if queued.entries:
+                    _merge_entries(entries, queued.entries)
+            if hard_state is not None or entries:
+                await trio.to_thread.run_sync(_write_and_sync, wal, hard_state, entries)
+            if entries:
+                last = entries[-1]
+                self._durable = (last.index, last.term)
+                assert self._inbox_send is not None
+                try:
+                    # Never block here: the node loop may itself be waiting on us.
+                    self._inbox_send.send_nowait(("durable",))
+                except trio.WouldBlock:
+                    pass  # the loop is busy and will see self._durable on its next pass
+            for queued in batch:
+                self._route(queued.messages)
+
+    # --------------------------------------------------------------- applier
+
+    async def _applier(self, batches: trio.MemoryReceiveChannel[list[Entry]]) -> None:
+        sm = self.state_machine
+        pending = self._pending
+        loads = cbor2.loads
+        command_kind = EntryKind.COMMAND
+        async for entries in batches:
+            for entry in entries:
+                if entry.kind == command_kind:
+                    try:
+                        command = loads(entry.data)
+                    except (cbor2.CBORDecodeError, ValueError) as exc:
+                        # Every member sees the same bytes, so every member answers the same.
+                        result = ["error", f"undecodable command: {exc}"]
+                    else:
+                        result = sm.apply(command)
+                else:
+                    result = None
+                waiting = pending.pop(entry.index, None)
+                if waiting is not None:
+                    term, proposal, pos = waiting
+                    if term == entry.term:
+                        proposal.results[pos] = result
+                        proposal.remaining -= 1
+                        if proposal.remaining == 0:
+                            proposal.done.set()
+                    elif not proposal.done.is_set():
+                        proposal.error = LeadershipLost(
+                            f"entry {entry.index} was replaced by another leader's"
+                        )
+                        proposal.done.set()
+            self.last_applied = entries[-1].index
+            self._applied_event.set()
+            self._applied_event = trio.Event()
+            # Let proposers and readers run between large batches.
+            await trio.lowlevel.checkpoint()
+
+    # ------------------------------------------------------------ replicator
+
+    async def _replicator(self, peer: int) -> None:
+        box = self._outboxes[peer]
+        host, port = parse_address(self.cluster[peer])
+        hello = cbor2.dumps([HELLO_PEER, self.cluster_name, self.id])
+        backoff = 0.05
+        while True:
+            try:
+                stream = await trio.open_tcp_stream(host, port)
+            except OSError:
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+                continue
+            backoff = 0.05
+            try:
+                async with stream:
+                    await send_frames(stream, [hello])
+                    box.connected = True
+                    log.debug("member %d: connected to %d", self.id, peer)
+                    while True:
+                        if not box.queue:
+                            await box.wakeup.wait()
+                            box.wakeup = trio.Event()
+                        payloads = [encode_message(m) for m in box.queue]
+                        box.queue.clear()
+                        if payloads:
+                            await send_frames(stream, payloads)
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                log.debug("member %d: connection to %d lost: %s", self.id, peer, exc)
+            finally:
+                box.connected = False
+                box.queue.clear()
+            await trio.sleep(backoff)
+
+    # -------------------------------------------------------------- listener
+
+    async def _handle_connection(self, stream: trio.SocketStream) -> None:
+        reader = FrameReader(stream)
+        try:
+            first = await reader.read_frame()
+            if first is None:
+                return
+            hello = cbor2.loads(first)
+            if not isinstance(hello, list) or not hello:
+                raise CodecError("bad hello frame")
+            if hello[0] == HELLO_PEER:
+                if len(hello) != 3 or hello[1] != self.cluster_name:
+                    raise CodecError(f"peer hello from another cluster: {hello!r:.100}")
+                await self._serve_peer(reader)
+            elif hello[0] == HELLO_CLIENT:
+                await serve_client(self, reader, stream)
+            else:
+                raise CodecError(f"unknown hello {hello[0]!r:.40}")
+        except (CodecError, FrameError, ValueError, cbor2.CBORDecodeError) as exc:
+            log.warning("member %d: closing connection from %s: %s", self.id,
+                        _peer_name(stream), exc)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _serve_peer(self, reader: FrameReader) -> None:
+        inbox = self._inbox_send
+        assert inbox is not None
+        node_id = self.id
+        async for frame in reader:
+            msg = decode_message(frame)
+            if msg.dst != node_id:
+                raise CodecError(f"message for member {msg.dst} reached member {node_id}")
+            await inbox.send(msg)
+
+
+def _peer_name(stream: trio.SocketStream) -> str:
+    try:
+        host, port, *_ = stream.socket.getpeername()
+        return f"{host}:{port}"
+    except OSError:
+        return "?"
+
+
+def _merge_entries(into: list[Entry], more: Sequence[Entry]) -> None:
+    """Append `more` to `into`, letting it overwrite the overlapping tail as the WAL would."""
+    if into:
+        cut = more[0].index - into[0].index
+        if cut < len(into):
+            del into[max(cut, 0):]
+    into.extend(more)
+
+
+def _write_and_sync(wal: WAL, hard_state: HardState | None, entries: list[Entry]) -> None:
+    wal.append(hard_state, entries)
+    wal.sync()
+
+
+__all__ = ["RaftServer", "Timing", "parse_address"]

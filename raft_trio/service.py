@@ -1,0 +1,87 @@
+"""The client protocol, server side: one task per request, answers in any order.
+
+Frames after the hello are CBOR lists. Request: `[id, op, *args]`.
+Answer: `[id, "ok", value]` or `[id, "err", code, message, extra]`, where
+code is one of "not_leader" (extra: [leader_id, leader_address]), "lost",
+"bad_request", "internal".
+
+Ops: ["propose", [cbor-encoded command bytes, ...]] -> list of results;
+["get", key] -> value or None (read through the log, so linearizable);
+["status"] -> dict; ["log", start, count] -> [[index, term, kind, data], ...].
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import cbor2  # type: ignore[import-untyped]
+import trio
+
+from raft_trio.errors import LeadershipLost, NotLeader, RaftError
+from raft_trio.transport import FrameReader, send_frames
+
+if TYPE_CHECKING:
+    from raft_trio.server import RaftServer
+
+log = logging.getLogger("raft_trio.service")
+
+MAX_LOG_PAGE = 10_000
+
+
+class BadRequest(Exception):
+    pass
+
+
+async def serve_client(server: RaftServer, reader: FrameReader, stream: trio.abc.Stream) -> None:
+    send_lock = trio.Lock()
+
+    async def answer(reply: list[Any]) -> None:
+        async with send_lock:
+            await send_frames(stream, [cbor2.dumps(reply)])
+
+    async def handle(request_id: Any, op: Any, args: list[Any]) -> None:
+        try:
+            value = await _execute(server, op, args)
+        except NotLeader as exc:
+            await answer([request_id, "err", "not_leader", str(exc),
+                          [exc.leader_id, exc.leader_address]])
+        except LeadershipLost as exc:
+            await answer([request_id, "err", "lost", str(exc), None])
+        except BadRequest as exc:
+            await answer([request_id, "err", "bad_request", str(exc), None])
+        except RaftError as exc:
+            await answer([request_id, "err", "internal", str(exc), None])
+        else:
+            await answer([request_id, "ok", value])
+
+    async with trio.open_nursery() as nursery:
+        async for frame in reader:
+            request = cbor2.loads(frame)
+            if not isinstance(request, list) or len(request) < 2 or not isinstance(request[1], str):
+                raise ValueError(f"bad client request {request!r:.100}")
+            nursery.start_soon(handle, request[0], request[1], request[2:])
+        # The client closed its side: let answers in flight finish, then go.
+
+
+async def _execute(server: RaftServer, op: str, args: list[Any]) -> Any:
+    if op == "propose":
+        if len(args) != 1 or not isinstance(args[0], list):
+            raise BadRequest("propose takes one list of encoded commands")
+        datas = args[0]
+        if not all(isinstance(d, bytes) for d in datas):
+            raise BadRequest("propose: every command must be CBOR-encoded bytes")
+        return await server.propose_encoded(datas)
+    if op == "get":
+        if len(args) != 1 or not isinstance(args[0], str):
+            raise BadRequest("get takes one string key")
+        return await server.propose(["get", args[0]])
+    if op == "status":
+        return server.status()
+    if op == "log":
+        if len(args) != 2 or not all(isinstance(a, int) for a in args):
+            raise BadRequest("log takes a start index and a count")
+        start, count = args
+        entries = server.log_entries(start, max(0, min(count, MAX_LOG_PAGE)))
+        return [list(e) for e in entries]
+    raise BadRequest(f"unknown op {op!r:.40}")

@@ -1,0 +1,50 @@
+"""`make bench`: the stress command three times with --processes; median entries/s, peak RSS.
+
+Usage: python stress/bench.py [--entries N] [--runs R] [extra stress options...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import subprocess
+import sys
+
+RATE = re.compile(r"throughput ([\d,]+) entries/s")
+RSS = re.compile(r"member (\d+): (\d+) MiB")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--entries", type=int, default=200_000)
+    parser.add_argument("--runs", type=int, default=3)
+    args, extra = parser.parse_known_args()
+    command = [
+        sys.executable, "-m", "raft_trio", "stress", "--clients", "8", "--batch", "100",
+        "--entries", str(args.entries), "--processes", *extra,
+    ]
+    print("$", " ".join(command[2:]), flush=True)
+    rates: list[float] = []
+    peak: dict[int, int] = {}
+    failed = 0
+    for run in range(1, args.runs + 1):
+        proc = subprocess.run(command, capture_output=True, text=True)
+        out = proc.stdout
+        match = RATE.search(out)
+        rate = float(match.group(1).replace(",", "")) if match else 0.0
+        rates.append(rate)
+        for member, mib in RSS.findall(out.split("peak RSS per server:")[-1]):
+            peak[int(member)] = max(peak.get(int(member), 0), int(mib))
+        verdict = "all steps passed" if proc.returncode == 0 else "FAILED"
+        failed += proc.returncode != 0
+        print(f"run {run}: {rate:,.0f} entries/s, {verdict}", flush=True)
+        if proc.returncode != 0:
+            print(out[-3000:], proc.stderr[-3000:], sep="\n")
+    print(f"median: {statistics.median(rates):,.0f} entries/s over {args.runs} runs")
+    print("peak RSS per server: " + ", ".join(f"member {m}: {v} MiB" for m, v in sorted(peak.items())))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""Start and stop the members of a stress cluster, in this process or as OS processes."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from raft_trio.kv import KVStateMachine
+from raft_trio.server import RaftServer, Timing
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the OS just handed out; good enough for loopback tests."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+class Cluster:
+    """Common shape of the two harnesses: members by id, data under one directory."""
+
+    def __init__(self, members: dict[int, str], data_dir: Path, timing: Timing, log_level: str):
+        self.members = members
+        self.data_dir = data_dir
+        self.timing = timing
+        self.log_level = log_level
+
+    def member_dir(self, node_id: int) -> Path:
+        return self.data_dir / f"member-{node_id}"
+
+    def wipe(self, node_id: int) -> None:
+        shutil.rmtree(self.member_dir(node_id), ignore_errors=True)
+
+    def running(self) -> list[int]:
+        raise NotImplementedError
+
+    async def start(self, node_id: int) -> None:
+        raise NotImplementedError
+
+    async def stop(self, node_id: int) -> None:
+        raise NotImplementedError
+
+    def peak_rss(self) -> dict[int, int]:
+        """Peak resident memory per member in bytes, where it can be measured."""
+        return {}
+
+
+class InProcessCluster(Cluster):
+    """Every member is a RaftServer in this process's trio loop."""
+
+    def __init__(self, nursery: trio.Nursery, *args: Any):
+        super().__init__(*args)
+        self.nursery = nursery
+        self.scopes: dict[int, trio.CancelScope] = {}
+        self.stopped: dict[int, trio.Event] = {}
+        self.servers: dict[int, RaftServer] = {}
+
+    def running(self) -> list[int]:
+        return sorted(self.scopes)
+
+    async def start(self, node_id: int) -> None:
+        await self.nursery.start(self._run, node_id)
+
+    async def _run(self, node_id: int, task_status: trio.TaskStatus[None]) -> None:
+        server = RaftServer(node_id, self.members, self.member_dir(node_id), KVStateMachine(),
+                            timing=self.timing)
+        self.servers[node_id] = server
+        done = self.stopped[node_id] = trio.Event()
+        try:
+            with trio.CancelScope() as scope:
+                self.scopes[node_id] = scope
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(server.serve)
+                    task_status.started()
+        finally:
+            done.set()
+
+    async def stop(self, node_id: int) -> None:
+        self.scopes.pop(node_id).cancel()
+        await self.stopped[node_id].wait()
+
+
+class ProcessCluster(Cluster):
+    """Every member is `python -m raft_trio serve` in its own process (uses every core)."""
+
+    def __init__(self, *args: Any):
+        super().__init__(*args)
+        self.procs: dict[int, trio.Process] = {}
+        self.rss: dict[int, int] = {}
+
+    def running(self) -> list[int]:
+        return sorted(self.procs)
+
+    def _command(self, node_id: int) -> list[str]:
+        spec = ",".join(f"{i}={a}" for i, a in sorted(self.members.items()))
+        return [
+            sys.executable, "-m", "raft_trio", "serve",
+            "--id", str(node_id), "--cluster", spec,
+            "--data-dir", str(self.member_dir(node_id)),
+            "--tick", str(self.timing.tick_interval),
+            "--election-ticks", str(self.timing.election_ticks),
+            "--log-level", self.log_level,
+        ]
+
+    async def start(self, node_id: int) -> None:
+        log_path = self.data_dir / f"member-{node_id}.log"
+        log_file = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed on stop
+        proc = await trio.lowlevel.open_process(
+            self._command(node_id), stdout=log_file, stderr=subprocess.STDOUT,
+        )
+        log_file.close()
+        self.procs[node_id] = proc
+        host, port = self.members[node_id].rsplit(":", 1)
+        with trio.fail_after(30):
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(
+                        f"member {node_id} exited with {proc.returncode}; see {log_path}"
+                    )
+                try:
+                    stream = await trio.open_tcp_stream(host, int(port))
+                except OSError:
+                    await trio.sleep(0.05)
+                    continue
+                await stream.aclose()
+                return
+
+    async def stop(self, node_id: int) -> None:
+        proc = self.procs.pop(node_id)
+        self.rss[node_id] = max(self.rss.get(node_id, 0), _peak_rss(proc.pid))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        with trio.move_on_after(15):
+            await proc.wait()
+            return
+        proc.kill()
+        await proc.wait()
+
+    async def kill(self, node_id: int) -> None:
+        proc = self.procs.pop(node_id)
+        proc.kill()
+        await proc.wait()
+
+    def peak_rss(self) -> dict[int, int]:
+        for node_id, proc in self.procs.items():
+            self.rss[node_id] = max(self.rss.get(node_id, 0), _peak_rss(proc.pid))
+        return dict(self.rss)
+
+
+def _peak_rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0

@@ -1,0 +1,366 @@
+"""The ten-step stress checklist (DESIGN.md), driven through the real client protocol."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cbor2  # type: ignore[import-untyped]
+import trio
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from raft_trio.client import Client, connect
+from raft_trio.core import EntryKind
+from raft_trio.errors import RaftError
+from raft_trio.server import Timing
+from stress.cluster import Cluster, InProcessCluster, ProcessCluster, free_ports
+
+LOG_PAGE = 10_000
+
+
+@dataclass(frozen=True)
+class StressOptions:
+    entries: int = 50_000
+    batch: int = 100
+    clients: int = 8
+    servers: int = 3
+    up: int = 3
+    processes: bool = False
+    data_dir: Path | None = None
+    keep: bool = False
+    seed: int = 0
+    base_port: int = 0
+    log_level: str = "warning"
+    step_timeout: float = 60.0
+
+
+class StepFailed(Exception):
+    pass
+
+
+@dataclass
+class LogSummary:
+    last_index: int
+    digest: str
+    per_client: dict[int, list[int]]
+    commands: int
+
+
+class Checklist:
+    def __init__(self, options: StressOptions, cluster: Cluster, console: Console):
+        self.o = options
+        self.cluster = cluster
+        self.console = console
+        self.rng = random.Random(options.seed)
+        self.up_ids = sorted(cluster.members)[: options.up]
+        self.addresses = [cluster.members[i] for i in self.up_ids]
+        self.results: list[tuple[int, str, bool, float, str]] = []
+        self.acknowledged = 0
+        self.throughput = 0.0
+        self.expected_last = 0
+
+    # -------------------------------------------------------------- helpers
+
+    def client(self) -> Client:
+        return connect(self.addresses, timeout=self.o.step_timeout, request_timeout=10.0)
+
+    async def statuses(self) -> dict[int, dict[str, Any]]:
+        out: dict[int, dict[str, Any]] = {}
+        probe = connect(self.addresses, request_timeout=2.0)
+
+        async def one(node_id: int) -> None:
+            try:
+                out[node_id] = await probe.status(self.cluster.members[node_id])
+            except (OSError, trio.TooSlowError, trio.BrokenResourceError, RaftError):
+                pass
+
+        async with trio.open_nursery() as nursery:
+            for node_id in self.up_ids:
+                nursery.start_soon(one, node_id)
+        return out
+
+    async def wait_until(
+        self, what: str, check: Callable[[], Awaitable[str | None]], timeout: float | None = None
+    ) -> None:
+        """Poll `check` (None means satisfied, else the reason) until it holds or time runs out."""
+        reason = "not checked"
+        with trio.move_on_after(timeout or self.o.step_timeout):
+            while True:
+                reason_now = await check()
+                if reason_now is None:
+                    return
+                reason = reason_now
+                await trio.sleep(0.1)
+        raise StepFailed(f"{what}: {reason}")
+
+    async def wait_leader(self) -> None:
+        async def check() -> str | None:
+            st = await self.statuses()
+            leaders = [s for s in st.values() if s["role"] == "leader"]
+            if len(leaders) != 1:
+                return f"{len(leaders)} leaders among {len(st)} reachable members"
+            lead = leaders[0]
+            agree = [s for s in st.values() if s["leader"] == lead["id"] and s["term"] == lead["term"]]
+            if len(agree) < len(self.up_ids):
+                return f"only {len(agree)} of {len(self.up_ids)} members follow {lead['id']}"
+            return None
+
+        await self.wait_until("no leader elected", check)
+
+    async def wait_committed(self, expected_last: int | None = None) -> None:
+        async def check() -> str | None:
+            st = await self.statuses()
+            if len(st) < len(self.up_ids):
+                return f"only {len(st)} of {len(self.up_ids)} members answer"
+            lasts = {s["last_index"] for s in st.values()}
+            for s in st.values():
+                if s["commit"] != s["last_index"] or s["applied"] != s["commit"]:
+                    return (f"member {s['id']}: commit {s['commit']}, applied {s['applied']}, "
+                            f"last index {s['last_index']}")
+            if len(lasts) != 1:
+                return f"members disagree on the last index: {sorted(lasts)}"
+            if expected_last is not None and min(lasts) < expected_last:
+                return f"last index {min(lasts)} < expected {expected_last}"
+            return None
+
+        await self.wait_until("entries not committed everywhere", check)
+
+    async def read_log(self, node_id: int) -> LogSummary:
+        address = self.cluster.members[node_id]
+        reader = connect([address], request_timeout=30.0)
+        digest = hashlib.sha256()
+        per_client: dict[int, list[int]] = {}
+        commands = 0
+        start = 1
+        last = 0
+        while True:
+            page = await reader.read_log(address, start, LOG_PAGE)
+            if not page:
+                break
+            for index, term, kind, data in page:
+                if index != last + 1:
+                    raise StepFailed(f"member {node_id}: log jumps from {last} to {index}")
+                last = index
+                digest.update(b"%d:%d:%d:" % (index, term, kind))
+                digest.update(data)
+                if kind != EntryKind.COMMAND:
+                    continue
+                commands += 1
+                op, key, _value = cbor2.loads(data)
+                if op == "set" and key.startswith("s"):
+                    client_id, seq = key[1:].split("-")
+                    per_client.setdefault(int(client_id), []).append(int(seq))
+            start = last + 1
+        return LogSummary(last, digest.hexdigest(), per_client, commands)
+
+    async def check_logs(self) -> str:
+        summaries = {i: await self.read_log(i) for i in self.up_ids}
+        digests = {s.digest for s in summaries.values()}
+        if len(digests) != 1:
+            lasts = {i: s.last_index for i, s in summaries.items()}
+            raise StepFailed(f"member logs differ (last indexes {lasts})")
+        summary = next(iter(summaries.values()))
+        quotas = self.quotas()
+        for client_id, quota in enumerate(quotas):
+            seqs = summary.per_client.get(client_id, [])
+            if seqs != list(range(quota)):
+                bad = next((p for p, s in enumerate(seqs) if s != p), len(seqs))
+                raise StepFailed(
+                    f"client {client_id}: {len(seqs)} of {quota} entries, first out of place "
+                    f"at position {bad}"
+                )
+        return f"{summary.commands} entries in order on {len(summaries)} members"
+
+    def quotas(self) -> list[int]:
+        base, extra = divmod(self.o.entries, self.o.clients)
+        return [base + (1 if c < extra else 0) for c in range(self.o.clients)]
+
+    # ---------------------------------------------------------------- steps
+
+    async def step(self, number: int, title: str, body: Callable[[], Awaitable[str]]) -> None:
+        self.console.print(f"[bold]{number:2d}.[/bold] {title}")
+        started = time.perf_counter()
+        try:
+            detail = await body()
+        except (StepFailed, RaftError, OSError, trio.TooSlowError, RuntimeError) as exc:
+            elapsed = time.perf_counter() - started
+            self.results.append((number, title, False, elapsed, str(exc)))
+            self.console.print(f"    [red]FAIL[/red] ({elapsed:.2f}s) {exc}")
+            raise StepFailed(str(exc)) from exc
+        elapsed = time.perf_counter() - started
+        self.results.append((number, title, True, elapsed, detail))
+        self.console.print(f"    [green]PASS[/green] ({elapsed:.2f}s) {detail}")
+
+    async def start_all(self) -> None:
+        async with trio.open_nursery() as nursery:
+            for node_id in self.up_ids:
+                nursery.start_soon(self.cluster.start, node_id)
+
+    async def stop_all(self) -> None:
+        async with trio.open_nursery() as nursery:
+            for node_id in self.up_ids:
+                nursery.start_soon(self.cluster.stop, node_id)
+
+    async def stop_all_quietly(self) -> None:
+        async with trio.open_nursery() as nursery:
+            for node_id in self.cluster.running():
+                nursery.start_soon(self.cluster.stop, node_id)
+
+    async def step1(self) -> str:
+        await self.start_all()
+        await self.wait_leader()
+        return f"{len(self.up_ids)} of {self.o.servers} members up, leader elected"
+
+    async def step2(self) -> str:
+        quotas = self.quotas()
+        latencies: list[float] = []
+        progress = Progress(
+            TextColumn("    inserting"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+            console=self.console, transient=True,
+        )
+        started = time.perf_counter()
+
+        async def run_client(client_id: int, quota: int) -> None:
+            async with self.client() as client:
+                for first in range(0, quota, self.o.batch):
+                    items = [(f"s{client_id}-{seq}", f"value-{client_id}-{seq}")
+                             for seq in range(first, min(first + self.o.batch, quota))]
+                    t0 = time.perf_counter()
+                    await client.set_many(items)
+                    latencies.append(time.perf_counter() - t0)
+                    self.acknowledged += len(items)
+                    elapsed = time.perf_counter() - started
+                    progress.update(task, advance=len(items),
+                                    rate=f"{self.acknowledged / elapsed:,.0f} entries/s")
+
+        with progress:
+            task = progress.add_task("insert", total=self.o.entries, rate="")
+            async with trio.open_nursery() as nursery:
+                for client_id, quota in enumerate(quotas):
+                    nursery.start_soon(run_client, client_id, quota)
+        elapsed = time.perf_counter() - started
+        self.throughput = self.o.entries / elapsed
+        p50, p99 = _percentiles(latencies)
+        return (f"{self.o.entries} entries in {elapsed:.2f}s: {self.throughput:,.0f} entries/s; "
+                f"batch latency p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
+
+    async def step3(self) -> str:
+        await self.wait_committed()
+        st = await self.statuses()
+        self.expected_last = max(s["last_index"] for s in st.values())
+        return f"commit = last index = {self.expected_last} on every member"
+
+    async def step5(self) -> str:
+        await self.stop_all()
+        await self.start_all()
+        await self.wait_leader()
+        return "restarted, leader elected"
+
+    async def step6(self) -> str:
+        await self.wait_committed(self.expected_last)
+        return await self.check_logs()
+
+    async def step7(self) -> str:
+        await self.stop_all()
+        self.victim = self.rng.choice(self.up_ids)
+        self.cluster.wipe(self.victim)
+        return f"all stopped, member {self.victim}'s data deleted"
+
+    async def step8(self) -> str:
+        await self.start_all()
+        return "all started"
+
+    async def step9(self) -> str:
+        await self.wait_leader()
+        return "leader elected"
+
+    async def step10(self) -> str:
+        await self.wait_committed(self.expected_last)
+        return f"member {self.victim} rebuilt; " + await self.check_logs()
+
+    async def run(self) -> bool:
+        steps: list[tuple[str, Callable[[], Awaitable[str]]]] = [
+            (f"Start {self.o.up} of {self.o.servers} servers; wait for a leader", self.step1),
+            (f"Insert {self.o.entries} entries in batches of {self.o.batch} across "
+             f"{self.o.clients} clients", self.step2),
+            ("Every server has committed every entry it knows of", self.step3),
+            ("Every server's log holds all entries, in insertion order", self.check_logs),
+            ("Shut all servers down, start them again; a leader is elected", self.step5),
+            ("Everything inserted before the shutdown is committed and in order", self.step6),
+            ("Shut all servers down and delete one server's data", self.step7),
+            ("Start all servers again", self.step8),
+            ("A leader is elected", self.step9),
+            ("Every server has every entry: the deleted one is rebuilt", self.step10),
+        ]
+        for number, (title, body) in enumerate(steps, start=1):
+            try:
+                await self.step(number, title, body)
+            except StepFailed:
+                for later, (later_title, _) in enumerate(steps[number:], start=number + 1):
+                    self.console.print(f"[bold]{later:2d}.[/bold] {later_title}\n    SKIP")
+                return False
+        return True
+
+
+def _percentiles(samples: list[float]) -> tuple[float, float]:
+    if not samples:
+        return 0.0, 0.0
+    if len(samples) == 1:
+        return samples[0], samples[0]
+    cuts = statistics.quantiles(samples, n=100, method="inclusive")
+    return cuts[49], cuts[98]
+
+
+async def _run(options: StressOptions, console: Console, data_dir: Path) -> bool:
+    ports = (list(range(options.base_port, options.base_port + options.servers))
+             if options.base_port else free_ports(options.servers))
+    members = {i + 1: f"127.0.0.1:{port}" for i, port in enumerate(ports)}
+    timing = Timing(tick_interval=0.1, election_ticks=10)
+    mode = "processes" if options.processes else "in-process"
+    console.print(f"raft-trio stress: {options.servers} members ({options.up} up, {mode}), "
+                  f"data in {data_dir}")
+    async with trio.open_nursery() as nursery:
+        cluster: Cluster
+        if options.processes:
+            cluster = ProcessCluster(members, data_dir, timing, options.log_level)
+        else:
+            cluster = InProcessCluster(nursery, members, data_dir, timing, options.log_level)
+        checklist = Checklist(options, cluster, console)
+        try:
+            ok = await checklist.run()
+        finally:
+            with trio.CancelScope(shield=True):
+                rss = cluster.peak_rss()
+                await checklist.stop_all_quietly()
+            nursery.cancel_scope.cancel()
+    passed = sum(1 for r in checklist.results if r[2])
+    console.print(f"\n{passed}/10 steps passed; throughput {checklist.throughput:,.0f} entries/s")
+    if rss:
+        shown = ", ".join(f"member {i}: {b / 2**20:.0f} MiB" for i, b in sorted(rss.items()))
+        console.print(f"peak RSS per server: {shown}")
+    return ok
+
+
+def run_stress(options: StressOptions) -> bool:
+    console = Console(highlight=False)
+    made_temp = options.data_dir is None
+    data_dir = Path(tempfile.mkdtemp(prefix="raft-trio-stress-")) if made_temp else options.data_dir
+    assert data_dir is not None
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return trio.run(_run, options, console, data_dir)
+    finally:
+        if options.keep:
+            console.print(f"data kept in {data_dir}")
+        elif made_temp:
+            shutil.rmtree(data_dir, ignore_errors=True)
