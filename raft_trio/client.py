@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
-import cbor2  # type: ignore[import-untyped]
+import cbor2
 import trio
 
 from raft_trio.errors import ClusterUnavailable, CommandError, NotLeader, RaftError
@@ -131,8 +131,7 @@ class Client:
 
     async def propose(self, commands: Sequence[Any]) -> list[Any]:
         """Replicate raw state-machine commands; returns their results in order."""
-        encoded = [cbor2.dumps(c) for c in commands]
-        results: list[Any] = await self._request("propose", encoded)
+        results: list[Any] = await self._request("propose", list(commands))
         for result in results:
             if isinstance(result, list) and len(result) == 2 and result[0] == "error":
                 raise CommandError(str(result[1]))

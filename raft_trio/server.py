@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cbor2  # type: ignore[import-untyped]
+import cbor2
 import trio
 
 from raft_trio.core import (
@@ -37,7 +37,7 @@ from raft_trio.core import (
     Ready,
     Role,
 )
-from raft_trio.errors import LeadershipLost, NotLeader, RaftError
+from raft_trio.errors import CommandError, LeadershipLost, NotLeader, RaftError
 from raft_trio.service import serve_client
 from raft_trio.statemachine import StateMachine
 from raft_trio.storage import WAL
@@ -113,7 +113,7 @@ class RaftServer:
         data_dir: str | Path,
         state_machine: StateMachine,
         *,
-        timing: Timing = Timing(),  # noqa: B008 - frozen, so sharing the default is fine
+        timing: Timing = Timing(),
         cluster_name: str = "raft-trio",
         listen_host: str | None = None,
     ):
@@ -176,17 +176,20 @@ class RaftServer:
         return result
 
     async def propose_many(self, commands: Sequence[Any]) -> list[Any]:
-        """Replicate a batch of commands as consecutive entries in one go."""
-        if self._inbox_send is None:
-            raise RuntimeError("the server is not running: start it with nursery.start(server.serve)")
-        return await self.propose_encoded([cbor2.dumps(c) for c in commands])
+        """Replicate a batch of commands as consecutive entries in one go.
 
-    async def propose_encoded(self, datas: list[bytes]) -> list[Any]:
-        """Like propose_many, for commands already encoded as CBOR (the client's path)."""
+        Each command is encoded here, so every entry's bytes are exactly one
+        CBOR item: the applier relies on that to decode batches in one call.
+        """
         if self._inbox_send is None:
-            raise RuntimeError("the server is not running: start it with nursery.start(server.serve)")
-        if not datas:
+            raise RuntimeError("the server is not running: use nursery.start(server.serve) first")
+        if not commands:
             return []
+        dumps = cbor2.dumps
+        try:
+            datas = [dumps(c) for c in commands]
+        except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:
+            raise CommandError(f"command cannot be encoded as CBOR: {exc}") from None
         proposal = _Proposal(len(datas))
         await self._inbox_send.send(("propose", datas, proposal))
         await proposal.done.wait()
@@ -386,40 +389,41 @@ class RaftServer:
     # --------------------------------------------------------------- applier
 
     async def _applier(self, batches: trio.MemoryReceiveChannel[list[Entry]]) -> None:
-        sm = self.state_machine
+        apply = self.state_machine.apply
         pending = self._pending
-        loads = cbor2.loads
         command_kind = EntryKind.COMMAND
         async for entries in batches:
-            for entry in entries:
-                if entry.kind == command_kind:
-                    try:
-                        command = loads(entry.data)
-                    except (cbor2.CBORDecodeError, ValueError) as exc:
-                        # Every member sees the same bytes, so every member answers the same.
-                        result = ["error", f"undecodable command: {exc}"]
-                    else:
-                        result = sm.apply(command)
-                else:
-                    result = None
-                waiting = pending.pop(entry.index, None)
-                if waiting is not None:
-                    term, proposal, pos = waiting
-                    if term == entry.term:
-                        proposal.results[pos] = result
-                        proposal.remaining -= 1
-                        if proposal.remaining == 0:
-                            proposal.done.set()
-                    elif not proposal.done.is_set():
-                        proposal.error = LeadershipLost(
-                            f"entry {entry.index} was replaced by another leader's"
-                        )
-                        proposal.done.set()
+            commands = decode_commands(entries)
+            results = [
+                (apply(command) if type(command) is not _Undecodable else command.error)
+                if entry.kind == command_kind else None
+                for entry, command in zip(entries, commands, strict=True)
+            ]
+            if pending:
+                self._resolve(entries, results)
             self.last_applied = entries[-1].index
             self._applied_event.set()
             self._applied_event = trio.Event()
             # Let proposers and readers run between large batches.
             await trio.lowlevel.checkpoint()
+
+    def _resolve(self, entries: list[Entry], results: list[Any]) -> None:
+        pending = self._pending
+        for entry, result in zip(entries, results, strict=True):
+            waiting = pending.pop(entry.index, None)
+            if waiting is None:
+                continue
+            term, proposal, pos = waiting
+            if term == entry.term:
+                proposal.results[pos] = result
+                proposal.remaining -= 1
+                if proposal.remaining == 0:
+                    proposal.done.set()
+            elif not proposal.done.is_set():
+                proposal.error = LeadershipLost(
+                    f"entry {entry.index} was replaced by another leader's"
+                )
+                proposal.done.set()
 
     # ------------------------------------------------------------ replicator
 
@@ -509,6 +513,56 @@ def _merge_entries(into: list[Entry], more: Sequence[Entry]) -> None:
         if cut < len(into):
             del into[max(cut, 0):]
     into.extend(more)
+
+
+class _Undecodable:
+    """Stands in for a command whose bytes are not CBOR; applying it yields `error`."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: list[str]):
+        self.error = error
+
+
+_CBOR_NULL = b"\xf6"
+
+
+def _cbor_array_header(length: int) -> bytes:
+    if length < 24:
+        return bytes([0x80 | length])
+    if length < 1 << 8:
+        return bytes([0x98, length])
+    if length < 1 << 16:
+        return b"\x99" + length.to_bytes(2, "big")
+    if length < 1 << 32:
+        return b"\x9a" + length.to_bytes(4, "big")
+    return b"\x9b" + length.to_bytes(8, "big")
+
+
+def decode_commands(entries: Sequence[Entry]) -> list[Any]:
+    """The commands of `entries` decoded from CBOR, None for entries that carry none.
+
+    One CBOR array is spliced together from the entries' bytes and decoded in
+    a single call, which costs less than half of decoding each entry alone;
+    if any entry is not valid CBOR, fall back to one at a time so that only
+    that entry fails.
+    """
+    command_kind = EntryKind.COMMAND
+    parts = [e.data if e.kind == command_kind else _CBOR_NULL for e in entries]
+    try:
+        commands: list[Any] = cbor2.loads(_cbor_array_header(len(parts)) + b"".join(parts))
+        if len(commands) == len(parts):
+            return commands
+    except (cbor2.CBORDecodeError, ValueError, TypeError, RecursionError):
+        pass
+    decoded: list[Any] = []
+    for part in parts:
+        try:
+            decoded.append(cbor2.loads(part))
+        except (cbor2.CBORDecodeError, ValueError, TypeError, RecursionError) as exc:
+            # Every member sees the same bytes, so every member answers the same.
+            decoded.append(_Undecodable(["error", f"undecodable command: {exc}"]))
+    return decoded
 
 
 def _write_and_sync(wal: WAL, hard_state: HardState | None, entries: list[Entry]) -> None:

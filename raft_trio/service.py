@@ -5,7 +5,7 @@ Answer: `[id, "ok", value]` or `[id, "err", code, message, extra]`, where
 code is one of "not_leader" (extra: [leader_id, leader_address]), "lost",
 "bad_request", "internal".
 
-Ops: ["propose", [cbor-encoded command bytes, ...]] -> list of results;
+Ops: ["propose", [command, ...]] -> list of results;
 ["get", key] -> value or None (read through the log, so linearizable);
 ["status"] -> dict; ["log", start, count] -> [[index, term, kind, data], ...].
 """
@@ -15,10 +15,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-import cbor2  # type: ignore[import-untyped]
+import cbor2
 import trio
 
-from raft_trio.errors import LeadershipLost, NotLeader, RaftError
+from raft_trio.errors import CommandError, LeadershipLost, NotLeader, RaftError
 from raft_trio.transport import FrameReader, send_frames
 
 if TYPE_CHECKING:
@@ -48,10 +48,14 @@ async def serve_client(server: RaftServer, reader: FrameReader, stream: trio.abc
                           [exc.leader_id, exc.leader_address]])
         except LeadershipLost as exc:
             await answer([request_id, "err", "lost", str(exc), None])
-        except BadRequest as exc:
+        except (BadRequest, CommandError) as exc:
             await answer([request_id, "err", "bad_request", str(exc), None])
         except RaftError as exc:
             await answer([request_id, "err", "internal", str(exc), None])
+        except Exception as exc:
+            # One bad request must not take down the connection's other requests.
+            log.exception("member %d: request %r failed", server.id, op)
+            await answer([request_id, "err", "internal", f"{type(exc).__name__}: {exc}", None])
         else:
             await answer([request_id, "ok", value])
 
@@ -67,11 +71,8 @@ async def serve_client(server: RaftServer, reader: FrameReader, stream: trio.abc
 async def _execute(server: RaftServer, op: str, args: list[Any]) -> Any:
     if op == "propose":
         if len(args) != 1 or not isinstance(args[0], list):
-            raise BadRequest("propose takes one list of encoded commands")
-        datas = args[0]
-        if not all(isinstance(d, bytes) for d in datas):
-            raise BadRequest("propose: every command must be CBOR-encoded bytes")
-        return await server.propose_encoded(datas)
+            raise BadRequest("propose takes one list of commands")
+        return await server.propose_many(args[0])
     if op == "get":
         if len(args) != 1 or not isinstance(args[0], str):
             raise BadRequest("get takes one string key")

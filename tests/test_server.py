@@ -1,0 +1,175 @@
+"""Servers over loopback TCP: election, replication, failover, catch-up, bad input."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+
+import raft_trio
+from raft_trio import KVStateMachine, NotLeader, RaftServer, Role, Timing
+from stress.cluster import InProcessCluster, free_ports
+
+FAST = Timing(tick_interval=0.02, election_ticks=10)
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[InProcessCluster]:
+    members = {i + 1: f"127.0.0.1:{p}" for i, p in enumerate(free_ports(3))}
+    async with trio.open_nursery() as nursery:
+        harness = InProcessCluster(nursery, members, tmp_path, FAST, "warning")
+        for node_id in members:
+            await harness.start(node_id)
+        yield harness
+        nursery.cancel_scope.cancel()
+
+
+async def leader_of(cluster: InProcessCluster, timeout: float = 10.0) -> RaftServer:
+    """The one member every running member agrees leads."""
+    with trio.fail_after(timeout):
+        while True:
+            running = [cluster.servers[i] for i in cluster.running()]
+            leaders = [s for s in running if s.role is Role.LEADER]
+            if len(leaders) == 1 and all(s.leader_id == leaders[0].id for s in running):
+                return leaders[0]
+            await trio.sleep(0.02)
+
+
+async def wait_all_applied(cluster: InProcessCluster, index: int, timeout: float = 10.0) -> None:
+    with trio.fail_after(timeout):
+        for node_id in cluster.running():
+            await cluster.servers[node_id].wait_applied(index)
+
+
+def kv(server: RaftServer) -> dict[str, str]:
+    assert isinstance(server.state_machine, KVStateMachine)
+    return server.state_machine.data
+
+
+async def test_one_leader_is_elected(cluster: InProcessCluster) -> None:
+    leader = await leader_of(cluster)
+    terms = {cluster.servers[i].node.term for i in cluster.running()}  # type: ignore[union-attr]
+    assert len(terms) == 1
+    followers = [cluster.servers[i] for i in cluster.running() if i != leader.id]
+    assert all(f.role is Role.FOLLOWER for f in followers)
+
+
+async def test_proposals_replicate_to_every_member(cluster: InProcessCluster) -> None:
+    leader = await leader_of(cluster)
+    results = await leader.propose_many([["set", f"k{i}", str(i)] for i in range(500)])
+    assert results == [None] * 500
+    assert await leader.propose(["get", "k7"]) == "7"
+    await wait_all_applied(cluster, leader.node.commit)  # type: ignore[union-attr]
+    states = [kv(cluster.servers[i]) for i in cluster.running()]
+    assert states[0] == {f"k{i}": str(i) for i in range(500)}
+    assert all(state == states[0] for state in states)
+
+
+async def test_follower_refuses_proposals_with_a_hint(cluster: InProcessCluster) -> None:
+    leader = await leader_of(cluster)
+    follower = next(cluster.servers[i] for i in cluster.running() if i != leader.id)
+    with pytest.raises(NotLeader) as info:
+        await follower.propose(["set", "a", "b"])
+    assert info.value.leader_id == leader.id
+    assert info.value.leader_address == leader.address
+
+
+async def test_leader_loss_elects_a_new_leader_and_keeps_data(cluster: InProcessCluster) -> None:
+    old = await leader_of(cluster)
+    old_term = old.node.term  # type: ignore[union-attr]
+    addresses = list(cluster.members.values())
+    async with raft_trio.connect(addresses, timeout=15) as client:
+        await client.set_many([(f"k{i}", "before") for i in range(100)])
+        await cluster.stop(old.id)
+        new = await leader_of(cluster)
+        assert new.id != old.id
+        assert new.node.term > old_term  # type: ignore[union-attr]
+        await client.set("after", "yes")
+        assert await client.get("k42") == "before"
+        assert await client.get("after") == "yes"
+
+
+async def test_restarted_follower_catches_up(cluster: InProcessCluster) -> None:
+    leader = await leader_of(cluster)
+    follower_id = next(i for i in cluster.running() if i != leader.id)
+    await leader.propose_many([["set", f"a{i}", "1"] for i in range(50)])
+    await cluster.stop(follower_id)
+    await leader.propose_many([["set", f"b{i}", "2"] for i in range(300)])
+    await cluster.start(follower_id)
+    await wait_all_applied(cluster, leader.node.commit)  # type: ignore[union-attr]
+    assert kv(cluster.servers[follower_id]) == kv(leader)
+    assert len(kv(leader)) == 350
+
+
+async def test_wiped_follower_is_rebuilt(cluster: InProcessCluster) -> None:
+    leader = await leader_of(cluster)
+    follower_id = next(i for i in cluster.running() if i != leader.id)
+    await leader.propose_many([["set", f"k{i}", "v"] for i in range(2000)])
+    await cluster.stop(follower_id)
+    cluster.wipe(follower_id)
+    await cluster.start(follower_id)
+    await wait_all_applied(cluster, leader.node.commit)  # type: ignore[union-attr]
+    rebuilt = cluster.servers[follower_id]
+    assert kv(rebuilt) == kv(leader)
+    assert rebuilt.log_entries(1, 10**6) == leader.log_entries(1, 10**6)
+
+
+async def test_whole_cluster_restart_keeps_every_acknowledged_entry(
+    cluster: InProcessCluster,
+) -> None:
+    leader = await leader_of(cluster)
+    await leader.propose_many([["set", f"k{i}", str(i)] for i in range(300)])
+    for node_id in cluster.running():
+        await cluster.stop(node_id)
+    for node_id in cluster.members:
+        await cluster.start(node_id)
+    leader = await leader_of(cluster)
+    assert await leader.propose(["get", "k299"]) == "299"
+    assert len(kv(leader)) == 300
+
+
+async def test_garbage_on_the_port_closes_only_that_connection(
+    cluster: InProcessCluster,
+) -> None:
+    leader = await leader_of(cluster)
+    host, port = leader.address.rsplit(":", 1)
+    for junk in [b"\x00\x00\x00\x05hello", b"\xff\xff\xff\xff", b"\x00\x00\x00\x01\x18"]:
+        stream = await trio.open_tcp_stream(host, int(port))
+        await stream.send_all(junk)
+        with trio.fail_after(5):
+            # The member hangs up on us (or already did) instead of crashing.
+            try:
+                while await stream.receive_some():
+                    pass
+            except trio.BrokenResourceError:
+                pass
+        await stream.aclose()
+    assert await leader.propose(["set", "still", "alive"]) is None
+
+
+async def test_cancelling_the_nursery_stops_a_member_cleanly(tmp_path: Path) -> None:
+    port = free_ports(1)[0]
+    server = RaftServer(1, {1: f"127.0.0.1:{port}"}, tmp_path, KVStateMachine(), timing=FAST)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            await server.wait_for_leader()
+            assert await server.propose(["set", "x", "1"]) is None
+            nursery.cancel_scope.cancel()
+    # Restarting from the same directory finds the acknowledged entry.
+    again = RaftServer(1, {1: f"127.0.0.1:{port}"}, tmp_path, KVStateMachine(), timing=FAST)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(again.serve)
+            await again.wait_for_leader()
+            assert await again.propose(["get", "x"]) == "1"
+            nursery.cancel_scope.cancel()
+
+
+async def test_client_reports_an_unreachable_cluster() -> None:
+    port = free_ports(1)[0]
+    async with raft_trio.connect([f"127.0.0.1:{port}"], timeout=0.5) as client:
+        with pytest.raises(raft_trio.ClusterUnavailable, match="no leader answered"):
+            await client.set("k", "v")
