@@ -27,6 +27,7 @@ import cbor2
 import trio
 
 from raft_trio.core import (
+    AppendEntries,
     Config,
     Entry,
     EntryKind,
@@ -37,6 +38,7 @@ from raft_trio.core import (
     Ready,
     Role,
 )
+from raft_trio.encoding import pack_entries
 from raft_trio.errors import CommandError, LeadershipLost, NotLeader, RaftError
 from raft_trio.service import serve_client
 from raft_trio.statemachine import StateMachine
@@ -134,6 +136,7 @@ class RaftServer:
         self.port: int | None = None
         self.last_applied = 0
         self._pending: dict[int, tuple[int, _Proposal, int]] = {}
+        self._packed: dict[tuple[int, int, int], bytes] = {}
         self._outboxes: dict[int, _Outbox] = {}
         self._inbox_send: trio.MemorySendChannel[Any] | None = None
         self._durable: tuple[int, int] | None = None
@@ -449,7 +452,7 @@ class RaftServer:
                         if not box.queue:
                             await box.wakeup.wait()
                             box.wakeup = trio.Event()
-                        payloads = [encode_message(m) for m in box.queue]
+                        payloads = [self._encode(m) for m in box.queue]
                         box.queue.clear()
                         if payloads:
                             await send_frames(stream, payloads)
@@ -459,6 +462,22 @@ class RaftServer:
                 box.connected = False
                 box.queue.clear()
             await trio.sleep(backoff)
+
+    def _encode(self, msg: Message) -> bytes:
+        """Encode for the wire, packing a run of entries once for all the peers that get it."""
+        if type(msg) is not AppendEntries or not msg.entries:
+            return encode_message(msg)
+        first, last = msg.entries[0], msg.entries[-1]
+        # Same range, same last term: the same entries (the Log Matching property).
+        key = (first.index, last.index, last.term)
+        cache = self._packed
+        packed = cache.get(key)
+        if packed is None:
+            packed = pack_entries(msg.entries)
+            if len(cache) >= 64:
+                cache.pop(next(iter(cache)))
+            cache[key] = packed
+        return encode_message(msg, packed)
 
     # -------------------------------------------------------------- listener
 

@@ -1,0 +1,103 @@
+"""A packed binary form for a run of consecutive log entries, shared by the WAL and the wire.
+
+Encoding each entry as its own CBOR array costs about a microsecond per entry
+each way, and an entry is encoded for every peer and for the disk. Packed,
+the per-entry work is a few C-level passes over columns:
+
+    u64 first_index | u32 count | u32 runs
+    runs  x (u64 term | u32 length of the run)    terms never decrease, so runs are few
+    count x u8 kind
+    count x u32 data length
+    the data of every entry, concatenated
+
+All integers little-endian.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+from array import array
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
+from itertools import accumulate, chain, groupby, repeat
+from operator import itemgetter
+from typing import Any
+
+from raft_trio.core.messages import Entry
+
+_HEADER = struct.Struct("<QII")
+_RUN = struct.Struct("<QI")
+_BIG_ENDIAN = sys.byteorder == "big"
+_MAX_U32 = 0xFFFFFFFF
+
+_term_of = itemgetter(1)
+_kind_of = itemgetter(2)
+_data_of = itemgetter(3)
+# tuple.__new__ builds the NamedTuple without its Python-level __new__.
+_new_entry: Callable[[Iterable[Any]], Entry] = partial(tuple.__new__, Entry)
+
+
+class PackError(ValueError):
+    """Bytes that are not a packed entry batch."""
+
+
+def _u32_array(values: Iterable[int]) -> bytes:
+    arr = array("I", values)
+    if _BIG_ENDIAN:  # pragma: no cover - every machine we run on is little-endian
+        arr.byteswap()
+    return arr.tobytes()
+
+
+def pack_entries(entries: Sequence[Entry]) -> bytes:
+    """Pack consecutive entries (ascending, contiguous indexes)."""
+    count = len(entries)
+    if count == 0:
+        return _HEADER.pack(0, 0, 0)
+    first = entries[0].index
+    if entries[-1].index != first + count - 1:
+        raise ValueError(f"entries {first}..{entries[-1].index} are not {count} consecutive ones")
+    runs = [(term, sum(1 for _ in group)) for term, group in groupby(map(_term_of, entries))]
+    datas = list(map(_data_of, entries))
+    parts = [
+        _HEADER.pack(first, count, len(runs)),
+        b"".join(_RUN.pack(term, length) for term, length in runs),
+        bytes(map(_kind_of, entries)),
+        _u32_array(map(len, datas)),
+    ]
+    parts.extend(datas)
+    return b"".join(parts)
+
+
+def unpack_entries(blob: bytes) -> list[Entry]:
+    """Inverse of pack_entries; raises PackError on anything malformed."""
+    size = len(blob)
+    if size < _HEADER.size:
+        raise PackError(f"packed entries too short: {size} bytes")
+    first, count, nruns = _HEADER.unpack_from(blob, 0)
+    if count == 0:
+        if size != _HEADER.size or nruns:
+            raise PackError("empty entry batch with trailing bytes")
+        return []
+    offset = _HEADER.size
+    runs_end = offset + nruns * _RUN.size
+    kinds_end = runs_end + count
+    lengths_end = kinds_end + 4 * count
+    if first < 1 or nruns < 1 or nruns > count or lengths_end > size:
+        raise PackError(f"bad packed entries header: first {first}, {count} entries, {nruns} runs")
+    runs = list(_RUN.iter_unpack(blob[offset:runs_end]))
+    if sum(length for _, length in runs) != count:
+        raise PackError("term runs do not add up to the entry count")
+    terms = chain.from_iterable(map(repeat, map(itemgetter(0), runs), map(itemgetter(1), runs)))
+    kinds = blob[runs_end:kinds_end]
+    lengths = array("I")
+    lengths.frombytes(blob[kinds_end:lengths_end])
+    if _BIG_ENDIAN:  # pragma: no cover
+        lengths.byteswap()
+    offsets = list(accumulate(lengths, initial=lengths_end))
+    if offsets[-1] != size:
+        raise PackError(f"entry data lengths cover {offsets[-1]} bytes, the batch has {size}")
+    view = memoryview(blob)
+    datas = [bytes(view[a:b]) for a, b in zip(offsets, offsets[1:], strict=False)]
+    indexes = range(first, first + count)
+    return list(map(_new_entry, zip(indexes, terms, kinds, datas, strict=True)))

@@ -1,0 +1,437 @@
+"""Segmented, append-only write-ahead log for one Raft member.
+
+On-disk layout: a directory of segment files ``wal-<seq:016d>.log`` with
+increasing sequence numbers. Each segment is a run of records::
+
+    u32 length (big-endian) | u32 crc32(payload) (big-endian) | payload
+
+where the payload is CBOR, either ``[1, packed entries]`` (a batch of
+consecutive entries in the packed form of raft_trio.encoding, the same bytes
+AppendEntries carries) or ``[2, term, vote_or_null, commit]`` (hard state).
+
+Entries are never rewritten in place: a follower that must discard a
+conflicting suffix simply appends a batch whose first index is at or below
+the current last index, and replay truncates before appending.
+
+The API is synchronous and not thread-safe; the server serialises calls and
+runs them in a worker thread so that fsync never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import gc
+import io
+import operator
+import os
+import re
+import struct
+import threading
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cbor2
+
+from raft_trio.core.messages import Entry, HardState
+from raft_trio.encoding import pack_entries, unpack_entries
+
+__all__ = ["WAL", "WALCorruption", "WALState"]
+
+_HEADER = struct.Struct(">II")
+_HEADER_SIZE = _HEADER.size
+# Far above any batch we write; a larger value can only be damage, and
+# refusing it early avoids trusting a garbage length with a huge allocation.
+MAX_RECORD_BYTES = 256 * 1024 * 1024
+
+_KIND_ENTRIES = 1
+_KIND_HARD_STATE = 2
+
+_SEGMENT_RE = re.compile(r"wal-(\d{16})\.log")
+
+_entry_index = operator.attrgetter("index")
+_row_index = operator.itemgetter(0)
+
+
+class WALCorruption(Exception):
+    """The log on disk is damaged in a way a crash mid-write cannot explain."""
+
+    def __init__(self, path: Path, offset: int, reason: str) -> None:
+        super().__init__(f"corrupt WAL record in {path} at offset {offset}: {reason}")
+        self.path = path
+        self.offset = offset
+        self.reason = reason
+
+
+@dataclass
+class WALState:
+    hard_state: HardState = field(default_factory=lambda: HardState(0, None, 0))
+    entries: list[Entry] = field(default_factory=list)
+
+
+def _segment_name(seq: int) -> str:
+    return f"wal-{seq:016d}.log"
+
+
+def _frame(payload: bytes) -> bytes:
+    return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _all_zero(data: bytes, start: int) -> bool:
+    return data.count(0, start) == len(data) - start
+
+
+_gc_lock = threading.Lock()
+_gc_pausers = 0
+_gc_was_enabled = False
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic GC while any replay runs.
+
+    The switch is process-wide and members of one process may replay at the
+    same time in worker threads, so the pauses are counted: only the last
+    one to finish restores what the first one found.
+    """
+    global _gc_pausers, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pausers == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pausers += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pausers -= 1
+            if _gc_pausers == 0 and _gc_was_enabled:
+                gc.enable()
+
+
+class _Replayer:
+    """Applies records to the effective state, segment by segment, in order.
+
+    Replay is the one place where per-record Python overhead adds up to
+    seconds (a million single-entry appends is two million records), so the
+    loop is a single flat pass with no calls beyond the unavoidable ones.
+    """
+
+    def __init__(self) -> None:
+        self.hard_state = HardState(0, None, 0)
+        self.entries: list[Entry] = []
+
+    def replay_segment(self, path: Path, data: bytes, is_last: bool) -> int:
+        """Apply every good record in `data`; return the offset where good data ends.
+
+        Only in the last segment may that be short of the end of the file,
+        and only when what follows looks like an interrupted write.
+        """
+        size = len(data)
+        last_header_at = size - _HEADER_SIZE
+        unpack = _HEADER.unpack_from
+        crc32 = zlib.crc32
+        loads = cbor2.loads
+        entries = self.entries
+        extend = entries.extend
+        last = len(entries)  # indices start at 1 and the log is contiguous
+        hard_state: Any = None
+        off = 0
+        problem: str | None = None
+        try:
+            while off <= last_header_at:
+                length, crc = unpack(data, off)
+                start = off + _HEADER_SIZE
+                end = start + length
+                if not 0 < length <= MAX_RECORD_BYTES:
+                    problem = f"bad record length {length}"
+                    break
+                if end > size:
+                    problem = f"record runs past end of file ({size - off} bytes left)"
+                    break
+                payload = data[start:end]
+                if crc32(payload) != crc:
+                    problem = "crc mismatch"
+                    break
+                # The record is now exactly what we wrote, so from here on
+                # any problem is a bug or tampering, never a torn write.
+                record = loads(payload)
+                kind = record[0]
+                if kind == _KIND_ENTRIES:
+                    # unpack_entries guarantees consecutive indexes from >= 1.
+                    batch = unpack_entries(record[1])
+                    if not batch:
+                        raise _BadRecord("empty entries record")
+                    first = batch[0].index
+                    if first > last + 1:
+                        raise _BadRecord(
+                            f"gap: entries record starts at index {first} but log ends at {last}"
+                        )
+                    if first <= last:
+                        del entries[first - 1 :]
+                    extend(batch)
+                    last = first + len(batch) - 1
+                elif kind == _KIND_HARD_STATE and len(record) == 4:
+                    hard_state = record
+                else:
+                    raise _BadRecord(f"unknown record {record!r:.60}")
+                off = end
+            else:
+                if off < size:
+                    problem = "short record header"
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, _BadRecord) else f"malformed record: {exc!r}"
+            raise WALCorruption(path, off, reason) from None
+        if hard_state is not None:
+            self.hard_state = HardState(hard_state[1], hard_state[2], hard_state[3])
+
+        if problem is not None and not (is_last and _looks_torn(data, off)):
+            raise WALCorruption(path, off, problem)
+        return off
+
+
+class _BadRecord(Exception):
+    pass
+
+
+def _looks_torn(data: bytes, off: int) -> bool:
+    """Whether a framing failure at `off` in the last segment is an interrupted write.
+
+    A crash can leave a prefix of the final write, possibly followed by zeros
+    (file size persisted before the data blocks). It cannot leave a bad
+    record followed by real data, so that is corruption: truncating there
+    would discard records that may already have been acknowledged.
+    """
+    size = len(data)
+    if size - off < _HEADER_SIZE or _all_zero(data, off):
+        return True
+    length, crc = _HEADER.unpack_from(data, off)
+    end = off + _HEADER_SIZE + length
+    if 0 < length and end <= size:
+        return _all_zero(data, end)
+    if length == 0:
+        # Nothing was written with length 0, so the header is garbage; only
+        # the remaining bytes being zero (checked above) would make this a tail.
+        return False
+    # The declared record runs past EOF. Usually the write was cut short, but
+    # a damaged length field over an intact record looks the same; the
+    # payload's own CBOR framing tells the two apart.
+    return not _intact_payload_under_bad_length(data, off + _HEADER_SIZE, crc)
+
+
+def _intact_payload_under_bad_length(data: bytes, start: int, crc: int) -> bool:
+    fp = io.BytesIO(memoryview(data)[start:])
+    try:
+        cbor2.CBORDecoder(fp, read_size=1).decode()
+    except Exception:
+        return False
+    consumed = fp.tell()
+    return consumed > 0 and zlib.crc32(memoryview(data)[start : start + consumed]) == crc
+
+
+class WAL:
+    """Handle on an open log; obtain one with `WAL.open`."""
+
+    def __init__(
+        self,
+        directory: Path,
+        segment_bytes: int,
+        seq: int,
+        fd: int,
+        current_size: int,
+        older_bytes: int,
+    ) -> None:
+        self._dir = directory
+        self._segment_bytes = segment_bytes
+        self._seq = seq
+        self._fd: int | None = fd
+        self._size = current_size
+        self._older_bytes = older_bytes
+        self._dirty = False
+        # After a failed write or fsync the kernel may have dropped dirty
+        # pages while reporting success later, so the only safe reaction is
+        # to refuse all further I/O and let the member restart and replay.
+        self._failed: BaseException | None = None
+
+    @classmethod
+    def open(cls, directory: Path, segment_bytes: int = 64 * 1024 * 1024) -> tuple[WAL, WALState]:
+        if segment_bytes <= 0:
+            raise ValueError("segment_bytes must be positive")
+        directory = Path(directory)
+        if not directory.is_dir():
+            directory.mkdir(parents=True, exist_ok=True)
+            _fsync_dir(directory.parent)
+
+        segments = _list_segments(directory)
+        replayer = _Replayer()
+        # Replay creates millions of container objects that all survive;
+        # the cyclic GC would rescan them over and over for nothing.
+        with _gc_paused():
+            older_bytes = 0
+            last_size = 0
+            for i, (seq, path) in enumerate(segments):
+                if i > 0 and seq != segments[i - 1][0] + 1:
+                    raise WALCorruption(
+                        path, 0, f"segment sequence gap: previous segment is {segments[i - 1][1]}"
+                    )
+                is_last = i == len(segments) - 1
+                data = path.read_bytes()
+                good_end = replayer.replay_segment(path, data, is_last)
+                if good_end < len(data):
+                    _truncate(path, good_end)
+                if not is_last:
+                    older_bytes += good_end
+                else:
+                    last_size = good_end
+
+        if segments:
+            seq, path = segments[-1]
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+            try:
+                # A previous process may have died before syncing its last
+                # writes; they are still in the page cache and were just
+                # replayed. Make them durable before anyone acts on them.
+                os.fdatasync(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+        else:
+            seq, last_size = 1, 0
+            fd = os.open(
+                directory / _segment_name(seq),
+                os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                0o644,
+            )
+            try:
+                _fsync_dir(directory)
+            except BaseException:
+                os.close(fd)
+                raise
+
+        wal = cls(directory, segment_bytes, seq, fd, last_size, older_bytes)
+        return wal, WALState(replayer.hard_state, replayer.entries)
+
+    def encode(self, hard_state: HardState | None, entries: Sequence[Entry]) -> bytes:
+        """Serialise one append into record bytes for `write`.
+
+        Entries go before the hard state, so a torn write can lose the
+        commit index update but never leave commit pointing past the log.
+        """
+        parts: list[bytes] = []
+        if entries:
+            if entries[0].index < 1:
+                raise ValueError("entry indices start at 1")
+            # pack_entries refuses a batch that is not consecutive.
+            parts.append(_frame(cbor2.dumps([_KIND_ENTRIES, pack_entries(entries)])))
+        if hard_state is not None:
+            term, vote, commit = hard_state
+            parts.append(_frame(cbor2.dumps([_KIND_HARD_STATE, term, vote, commit])))
+        return b"".join(parts)
+
+    def write(self, data: bytes) -> None:
+        """Append whole records (from `encode`) to the current segment, without fsync."""
+        if not data:
+            return
+        self._check_usable()
+        try:
+            if self._size >= self._segment_bytes:
+                self._rotate()
+            assert self._fd is not None
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+                self._size += written
+                self._dirty = True
+        except BaseException as exc:
+            self._failed = exc
+            raise
+
+    def sync(self) -> None:
+        self._check_usable()
+        if not self._dirty:
+            return
+        assert self._fd is not None
+        try:
+            os.fdatasync(self._fd)
+        except BaseException as exc:
+            self._failed = exc
+            raise
+        self._dirty = False
+
+    def append(self, hard_state: HardState | None, entries: Sequence[Entry]) -> None:
+        self.write(self.encode(hard_state, entries))
+
+    def close(self) -> None:
+        """Sync anything outstanding (unless the log has failed) and release the file."""
+        if self._fd is None:
+            return
+        try:
+            if self._failed is None:
+                self.sync()
+        finally:
+            os.close(self._fd)
+            self._fd = None
+
+    @property
+    def bytes_on_disk(self) -> int:
+        return self._older_bytes + self._size
+
+    @property
+    def directory(self) -> Path:
+        return self._dir
+
+    def _check_usable(self) -> None:
+        if self._fd is None:
+            raise ValueError("WAL is closed")
+        if self._failed is not None:
+            raise OSError(f"WAL in {self._dir} failed earlier and is unusable") from self._failed
+
+    def _rotate(self) -> None:
+        assert self._fd is not None
+        # The old segment must be durable before any record lands in the new
+        # one: replay treats only the last segment's tail as possibly torn.
+        if self._dirty:
+            os.fdatasync(self._fd)
+            self._dirty = False
+        next_seq = self._seq + 1
+        new_fd = os.open(
+            self._dir / _segment_name(next_seq),
+            os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+            0o644,
+        )
+        os.close(self._fd)
+        self._fd = new_fd
+        self._seq = next_seq
+        self._older_bytes += self._size
+        self._size = 0
+        _fsync_dir(self._dir)
+
+
+def _list_segments(directory: Path) -> list[tuple[int, Path]]:
+    segments = []
+    for name in os.listdir(directory):
+        m = _SEGMENT_RE.fullmatch(name)
+        if m is not None:
+            segments.append((int(m.group(1)), directory / name))
+    segments.sort()
+    return segments
+
+
+def _truncate(path: Path, size: int) -> None:
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
