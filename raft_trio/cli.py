@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import signal
 import sys
 import tomllib
@@ -42,6 +43,11 @@ TimeoutOpt = Annotated[
 ]
 
 
+def _check_timeout(timeout: float) -> None:
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise typer.BadParameter("must be a positive number of seconds", param_hint="--timeout")
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
@@ -59,15 +65,20 @@ def parse_cluster(spec: str, *, ids_required: bool = True) -> dict[int, str]:
             try:
                 node_id = int(raw_id)
             except ValueError:
-                raise typer.BadParameter(f"bad member id {raw_id!r}", param_hint="--cluster") from None
+                raise typer.BadParameter(
+                    f"bad member id {raw_id!r}", param_hint="--cluster"
+                ) from None
         elif ids_required:
             raise typer.BadParameter(f"{part!r} needs an id: ID=host:port", param_hint="--cluster")
         else:
             node_id, address = pos, part
         try:
-            parse_address(address)
+            _host, port = parse_address(address)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--cluster") from None
+        if not 1 <= port <= 65535:
+            raise typer.BadParameter(f"bad port in {address!r}: expected 1-65535",
+                                     param_hint="--cluster")
         if node_id in members:
             raise typer.BadParameter(f"member id {node_id} appears twice", param_hint="--cluster")
         if node_id < 1:
@@ -134,7 +145,7 @@ def serve(
         fail(f"--id {node_id} is not in the cluster {sorted(members)}", 2)
     if data_dir is None:
         fail("give --data-dir (or data_dir in --config)", 2)
-    if tick <= 0 or election_ticks < 2:
+    if not math.isfinite(tick) or tick <= 0 or election_ticks < 2:
         fail("--tick must be positive and --election-ticks at least 2", 2)
     _setup_logging(log_level)
     timing = Timing(tick_interval=tick, election_ticks=election_ticks)
@@ -142,10 +153,21 @@ def serve(
                         listen_host=listen_host)
     try:
         trio.run(_serve_until_signalled, server)
-    except WALCorruption as exc:
-        fail(f"refusing to start: {exc}")
-    except OSError as exc:
-        fail(f"member {node_id} cannot start: {exc}")
+    except Exception as exc:
+        # Errors from inside the server's nurseries arrive wrapped in ExceptionGroups.
+        error = _sole_error(exc)
+        if isinstance(error, WALCorruption):
+            fail(f"refusing to start: {error}")
+        if isinstance(error, OSError):
+            fail(f"member {node_id} cannot start: {error}")
+        raise
+
+
+def _sole_error(exc: BaseException) -> BaseException:
+    """The one exception inside (possibly nested) single-member exception groups."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 async def _serve_until_signalled(server: RaftServer) -> None:
@@ -184,6 +206,7 @@ def kv_set(
         async with connect(_addresses(cluster), timeout=timeout) as client:
             await client.set(key, value)
 
+    _check_timeout(timeout)
     _run_client(run)
     typer.echo("OK")
 
@@ -196,6 +219,7 @@ def kv_get(key: str, cluster: ClusterOpt, timeout: TimeoutOpt = 10.0) -> None:
         async with connect(_addresses(cluster), timeout=timeout) as client:
             return await client.get(key)
 
+    _check_timeout(timeout)
     value = _run_client(run)
     if value is None:
         fail(f"key {key!r} not found")
@@ -210,6 +234,7 @@ def kv_del(key: str, cluster: ClusterOpt, timeout: TimeoutOpt = 10.0) -> None:
         async with connect(_addresses(cluster), timeout=timeout) as client:
             return await client.delete(key)
 
+    _check_timeout(timeout)
     if not _run_client(run):
         fail(f"key {key!r} not found")
     typer.echo("OK")
@@ -232,6 +257,7 @@ def kv_cas(
         async with connect(_addresses(cluster), timeout=timeout) as client:
             return await client.cas(key, None if absent else expected, new)
 
+    _check_timeout(timeout)
     if not _run_client(run):
         fail(f"compare-and-swap on {key!r} did not match")
     typer.echo("OK")
@@ -268,6 +294,7 @@ def status(
 ) -> None:
     """Show every member: role, term, leader, commit index, last index, applied."""
     members = parse_cluster(cluster, ids_required=False)
+    _check_timeout(timeout)
     rows = trio.run(gather_status, members, timeout)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
@@ -314,6 +341,8 @@ def stress(
         fail("--entries, --batch and --clients must be at least 1", 2)
     if servers < 1 or not (servers // 2 + 1 <= up_count <= servers):
         fail(f"--up must be between a quorum ({servers // 2 + 1}) and --servers ({servers})", 2)
+    if base_port and not 1 <= base_port <= 65536 - servers:
+        fail(f"--base-port must leave room for {servers} ports below 65536", 2)
     _setup_logging(log_level)
     options = StressOptions(
         entries=entries, batch=batch, clients=clients, servers=servers, up=up_count,

@@ -123,18 +123,20 @@ class Client:
 
     async def set_many(self, items: Iterable[tuple[str, str]]) -> None:
         """Write a batch of keys in one round trip, as consecutive log entries."""
-        commands = []
-        for key, value in items:
-            _check_str(key=key, value=value)
-            commands.append(["set", key, value])
+        commands = [["set", key, value] for key, value in items]
+        # One pass over the batch instead of a call per item: this is the hot path.
+        if not all(type(c[1]) is str and type(c[2]) is str for c in commands):
+            bad = next(c for c in commands if not (type(c[1]) is str and type(c[2]) is str))
+            _check_str(key=bad[1], value=bad[2])
         await self.propose(commands)
 
     async def propose(self, commands: Sequence[Any]) -> list[Any]:
         """Replicate raw state-machine commands; returns their results in order."""
         results: list[Any] = await self._request("propose", list(commands))
-        for result in results:
-            if isinstance(result, list) and len(result) == 2 and result[0] == "error":
-                raise CommandError(str(result[1]))
+        if not all(r is None for r in results):
+            for result in results:
+                if isinstance(result, list) and len(result) == 2 and result[0] == "error":
+                    raise CommandError(str(result[1]))
         return results
 
     # ------------------------------------------------------- member inspection

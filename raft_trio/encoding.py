@@ -20,7 +20,7 @@ import sys
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
-from itertools import accumulate, chain, groupby, repeat
+from itertools import accumulate, chain, groupby, pairwise, repeat
 from operator import itemgetter
 from typing import Any
 
@@ -98,6 +98,6 @@ def unpack_entries(blob: bytes) -> list[Entry]:
     if offsets[-1] != size:
         raise PackError(f"entry data lengths cover {offsets[-1]} bytes, the batch has {size}")
     view = memoryview(blob)
-    datas = [bytes(view[a:b]) for a, b in zip(offsets, offsets[1:], strict=False)]
+    datas = [bytes(view[a:b]) for a, b in pairwise(offsets)]
     indexes = range(first, first + count)
     return list(map(_new_entry, zip(indexes, terms, kinds, datas, strict=True)))

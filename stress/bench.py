@@ -42,7 +42,8 @@ def main() -> int:
         if proc.returncode != 0:
             print(out[-3000:], proc.stderr[-3000:], sep="\n")
     print(f"median: {statistics.median(rates):,.0f} entries/s over {args.runs} runs")
-    print("peak RSS per server: " + ", ".join(f"member {m}: {v} MiB" for m, v in sorted(peak.items())))
+    shown = ", ".join(f"member {m}: {v} MiB" for m, v in sorted(peak.items()))
+    print(f"peak RSS per server: {shown}")
     return 1 if failed else 0
 
 

@@ -118,7 +118,7 @@ class ProcessCluster(Cluster):
 
     async def start(self, node_id: int) -> None:
         log_path = self.data_dir / f"member-{node_id}.log"
-        log_file = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed on stop
+        log_file = open(log_path, "ab")  # handed to the child; our copy is closed just below
         proc = await trio.lowlevel.open_process(
             self._command(node_id), stdout=log_file, stderr=subprocess.STDOUT,
         )

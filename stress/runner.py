@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cbor2  # type: ignore[import-untyped]
+import cbor2
 import trio
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -109,7 +109,8 @@ class Checklist:
             if len(leaders) != 1:
                 return f"{len(leaders)} leaders among {len(st)} reachable members"
             lead = leaders[0]
-            agree = [s for s in st.values() if s["leader"] == lead["id"] and s["term"] == lead["term"]]
+            agree = [s for s in st.values()
+                     if s["leader"] == lead["id"] and s["term"] == lead["term"]]
             if len(agree) < len(self.up_ids):
                 return f"only {len(agree)} of {len(self.up_ids)} members follow {lead['id']}"
             return None
@@ -191,11 +192,14 @@ class Checklist:
         started = time.perf_counter()
         try:
             detail = await body()
-        except (StepFailed, RaftError, OSError, trio.TooSlowError, RuntimeError) as exc:
+        except Exception as exc:
+            reason = _failure_reason(exc)
+            if reason is None:
+                raise
             elapsed = time.perf_counter() - started
-            self.results.append((number, title, False, elapsed, str(exc)))
-            self.console.print(f"    [red]FAIL[/red] ({elapsed:.2f}s) {exc}")
-            raise StepFailed(str(exc)) from exc
+            self.results.append((number, title, False, elapsed, reason))
+            self.console.print(f"    [red]FAIL[/red] ({elapsed:.2f}s) {reason}")
+            raise StepFailed(reason) from exc
         elapsed = time.perf_counter() - started
         self.results.append((number, title, True, elapsed, detail))
         self.console.print(f"    [green]PASS[/green] ({elapsed:.2f}s) {detail}")
@@ -310,6 +314,31 @@ class Checklist:
                     self.console.print(f"[bold]{later:2d}.[/bold] {later_title}\n    SKIP")
                 return False
         return True
+
+
+STEP_ERRORS = (StepFailed, RaftError, OSError, trio.TooSlowError, RuntimeError)
+
+
+def _failure_reason(exc: Exception) -> str | None:
+    """What made a step fail, or None for an error that is a bug (to be raised as is).
+
+    Errors from inside nurseries (clients, member start/stop) arrive in ExceptionGroups.
+    """
+    if isinstance(exc, STEP_ERRORS):
+        return str(exc) or type(exc).__name__
+    if isinstance(exc, ExceptionGroup):
+        expected, other = exc.split(STEP_ERRORS)
+        if expected is not None and other is None:
+            reasons = dict.fromkeys(str(e) or type(e).__name__ for e in _leaves(expected))
+            return "; ".join(reasons)
+    return None
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
 
 
 def _percentiles(samples: list[float]) -> tuple[float, float]:

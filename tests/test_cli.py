@@ -1,0 +1,588 @@
+"""The `raft-trio` command line, driven in subprocesses the way a user drives it.
+
+One three-member cluster of `raft-trio serve` processes is shared by the tests of
+this module (started once, always torn down by the fixture's finalizer); the
+tests that disturb it leave it whole again, except the last, which stops it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+RAFT = [sys.executable, "-m", "raft_trio"]
+# Wide enough that rich never wraps a table row or a PASS line.
+ENV = {k: v for k, v in os.environ.items() if k != "RAFT_TRIO_CLUSTER"}
+ENV.update(COLUMNS="200", PYTHONUNBUFFERED="1")
+# Heartbeats every 50 ms, elections after 1-2 s: quick, yet calm on a loaded machine.
+TIMING = ["--tick", "0.05", "--election-ticks", "20"]
+CLI_TIMEOUT = 60.0  # a single CLI call; generous, the machine may be busy
+SETTLE_TIMEOUT = 60.0  # waiting for elections and catch-up
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def free_ports(count: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def raft(*args: str, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    """Run `raft-trio ARGS...` to completion."""
+    return subprocess.run(
+        [*RAFT, *args], capture_output=True, text=True, env=ENV, timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def raft_parallel(
+    commands: Sequence[Sequence[str]], timeout: float = CLI_TIMEOUT
+) -> list[subprocess.CompletedProcess[str]]:
+    """Run several independent `raft-trio` commands at once (saves interpreter start-ups)."""
+    procs = [
+        subprocess.Popen([*RAFT, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         stdin=subprocess.DEVNULL, text=True, env=ENV)
+        for args in commands
+    ]
+    results = []
+    try:
+        for args, proc in zip(commands, procs, strict=True):
+            out, err = proc.communicate(timeout=timeout)
+            results.append(subprocess.CompletedProcess(list(args), proc.returncode, out, err))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return results
+
+
+def show(proc: subprocess.CompletedProcess[str]) -> str:
+    return (f"$ {' '.join(map(str, proc.args))}\nexit {proc.returncode}\n"
+            f"--- stdout\n{proc.stdout}--- stderr\n{proc.stderr}")
+
+
+def no_traceback(proc: subprocess.CompletedProcess[str]) -> None:
+    output = proc.stdout + proc.stderr
+    assert "Traceback" not in output and "Exception Group" not in output, show(proc)
+
+
+def ok(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 0, show(proc)
+    no_traceback(proc)
+    return proc.stdout
+
+
+def short_error(proc: subprocess.CompletedProcess[str], code: int | None = None) -> str:
+    """A non-zero exit with a few lines saying what went wrong, and no traceback."""
+    if code is None:
+        assert proc.returncode != 0, show(proc)
+    else:
+        assert proc.returncode == code, show(proc)
+    no_traceback(proc)
+    output = proc.stdout + proc.stderr
+    assert "error" in output.lower(), show(proc)
+    # Log lines a member wrote before giving up do not count against the message.
+    lines = [line for line in output.splitlines() if line.strip() and " INFO " not in line]
+    assert len(lines) <= 8, show(proc)
+    return output
+
+
+def wait_for(what: str, check: Callable[[], str | None], timeout: float = SETTLE_TIMEOUT) -> None:
+    """Poll `check` (None: satisfied, else the reason it is not) until it holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reason = check()
+        if reason is None:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: still {reason} after {timeout:g}s")
+        time.sleep(0.3)
+
+
+def table_rows(output: str) -> dict[int, list[str]]:
+    """The body rows of a rich status table, as {id: cells}."""
+    rows = {}
+    for line in output.splitlines():
+        cells = [c.strip() for c in line.strip().strip("│").split("│")]
+        if len(cells) >= 3 and cells[0].isdigit():
+            rows[int(cells[0])] = cells
+    return rows
+
+
+# ------------------------------------------------------------------ cluster
+
+
+class Member:
+    def __init__(self, node_id: int, address: str, data_dir: Path, log_path: Path,
+                 command: list[str]):
+        self.id = node_id
+        self.address = address
+        self.data_dir = data_dir
+        self.log_path = log_path
+        self.command = command
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class Cluster:
+    """Three `raft-trio serve` processes on free loopback ports; member 3 uses --config."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        ports = free_ports(3)
+        addresses = {i + 1: f"127.0.0.1:{port}" for i, port in enumerate(ports)}
+        self.spec = ",".join(f"{i}={a}" for i, a in addresses.items())
+        self.config = root / "cluster.toml"
+        self.config.write_text(
+            f'id = 3\ndata_dir = "{root / "member-3"}"\n\n[cluster]\n'
+            + "".join(f'{i} = "{a}"\n' for i, a in addresses.items())
+        )
+        self.members: dict[int, Member] = {}
+        for node_id, address in addresses.items():
+            data_dir = root / f"member-{node_id}"
+            if node_id == 3:
+                command = [*RAFT, "serve", "--config", str(self.config), *TIMING]
+            else:
+                command = [*RAFT, "serve", "--id", str(node_id), "--cluster", self.spec,
+                           "--data-dir", str(data_dir), *TIMING]
+            self.members[node_id] = Member(node_id, address, data_dir,
+                                           root / f"member-{node_id}.log", command)
+
+    def launch(self, node_id: int) -> None:
+        member = self.members[node_id]
+        assert member.proc is None or member.proc.poll() is not None
+        with open(member.log_path, "ab") as log:
+            member.proc = subprocess.Popen(member.command, stdout=log, stderr=subprocess.STDOUT,
+                                           stdin=subprocess.DEVNULL, env=ENV)
+
+    def wait_listening(self, node_id: int) -> None:
+        member = self.members[node_id]
+        host, port = member.address.rsplit(":", 1)
+
+        def check() -> str | None:
+            assert member.proc is not None
+            if member.proc.poll() is not None:
+                raise AssertionError(f"member {node_id} exited with {member.proc.returncode}:\n"
+                                     + member.log_tail())
+            try:
+                socket.create_connection((host, int(port)), timeout=1).close()
+            except OSError as exc:
+                return f"not listening ({exc})"
+            return None
+
+        wait_for(f"member {node_id} to listen", check)
+
+    def start(self, *node_ids: int) -> None:
+        for node_id in node_ids:
+            self.launch(node_id)
+        for node_id in node_ids:
+            self.wait_listening(node_id)
+
+    def stop(self, node_id: int, sig: signal.Signals = signal.SIGTERM,
+             timeout: float = 10.0) -> int:
+        """Signal one member to stop; returns its exit code (fails if it does not exit in time)."""
+        proc = self.members[node_id].proc
+        assert proc is not None and proc.poll() is None, f"member {node_id} is not running"
+        proc.send_signal(sig)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise AssertionError(f"member {node_id} ignored {sig.name} for {timeout:g}s:\n"
+                                 + self.members[node_id].log_tail()) from None
+
+    def kill(self, node_id: int) -> None:
+        proc = self.members[node_id].proc
+        assert proc is not None and proc.poll() is None, f"member {node_id} is not running"
+        proc.kill()
+        proc.wait()
+
+    def running(self) -> list[int]:
+        return [i for i, m in self.members.items() if m.proc is not None and m.proc.poll() is None]
+
+    def shutdown(self) -> None:
+        """Finalizer: SIGTERM everything still running, SIGKILL what does not exit."""
+        procs = [m.proc for m in self.members.values() if m.proc is not None]
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def status(self) -> dict[int, dict[str, Any]]:
+        rows = json.loads(ok(raft("status", "--cluster", self.spec, "--json")))
+        assert isinstance(rows, list)
+        return {row["id"]: row for row in rows}
+
+    def wait_stable(self, up: set[int]) -> tuple[int, dict[int, dict[str, Any]]]:
+        """Wait until exactly the members `up` answer and all follow one leader in one term."""
+        found: dict[int, dict[str, Any]] = {}
+
+        def check() -> str | None:
+            rows = self.status()
+            answering = {i for i, r in rows.items() if r["role"] != "down"}
+            if answering != up:
+                return f"members {sorted(answering)} answering, not {sorted(up)}"
+            leaders = [i for i in up if rows[i]["role"] == "leader"]
+            if len(leaders) != 1:
+                return f"{len(leaders)} leaders: {rows}"
+            leader = rows[leaders[0]]
+            if any(rows[i]["term"] != leader["term"] or rows[i]["leader"] != leader["id"]
+                   for i in up):
+                return f"members disagree on term or leader: {rows}"
+            found.update(rows)
+            return None
+
+        wait_for("a stable leader", check)
+        leader_id = next(i for i in up if found[i]["role"] == "leader")
+        return leader_id, found
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    c = Cluster(tmp_path_factory.mktemp("cli-cluster"))
+    try:
+        c.start(1, 2, 3)
+        c.wait_stable({1, 2, 3})
+        yield c
+    finally:
+        c.shutdown()
+
+
+# ------------------------------------------------------- help and bad input
+
+
+HELP_COMMANDS = [
+    [], ["serve"], ["kv"], ["kv", "set"], ["kv", "get"], ["kv", "del"], ["kv", "cas"],
+    ["status"], ["stress"],
+]
+
+
+def test_help_for_every_command() -> None:
+    results = raft_parallel([[*cmd, "--help"] for cmd in HELP_COMMANDS])
+    for proc in results:
+        out = ok(proc)
+        assert "Usage:" in out, show(proc)
+        assert "--help" in out, show(proc)
+    by_cmd = {" ".join(cmd): proc.stdout for cmd, proc in zip(HELP_COMMANDS, results, strict=True)}
+    for name in ("serve", "kv", "status", "stress"):
+        assert name in by_cmd[""]
+    for name in ("set", "get", "del", "cas"):
+        assert name in by_cmd["kv"]
+    for option in ("--id", "--cluster", "--data-dir", "--config", "--tick"):
+        assert option in by_cmd["serve"]
+    for option in ("--entries", "--batch", "--clients", "--servers", "--up", "--processes",
+                   "--data-dir", "--keep", "--seed"):
+        assert option in by_cmd["stress"]
+    assert "--json" in by_cmd["status"]
+    assert "--absent" in by_cmd["kv cas"]
+
+    # The installed console script is the same program.
+    script = Path(sys.executable).with_name("raft-trio")
+    found = str(script) if script.exists() else shutil.which("raft-trio")
+    assert found, "the raft-trio console script is not installed"
+    proc = subprocess.run([found, "kv", "--help"], capture_output=True, text=True, env=ENV,
+                          timeout=CLI_TIMEOUT)
+    assert proc.returncode == 0 and "Usage:" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_bad_arguments_give_a_short_error(tmp_path: Path) -> None:
+    (port, unused) = free_ports(2)
+    member = f"1=127.0.0.1:{port}"
+    data = str(tmp_path / "data")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory")
+    cases: list[tuple[list[str], int | None, str]] = [
+        (["serve", "--cluster", "nonsense"], 2, "nonsense"),
+        (["serve", "--id", "1", "--cluster", "1=127.0.0.1:99999", "--data-dir", data], 2, "port"),
+        # Fails when opening its log: a clean message, not a traceback from a nursery.
+        (["serve", "--id", "1", "--cluster", member, "--data-dir", str(a_file)], 1,
+         "cannot start"),
+        (["stress", "--entries", "0"], 2, "--entries"),
+        (["kv", "get", "k", "--cluster", "1=bad"], 2, "bad"),
+        (["kv", "get", "k", "--cluster", member, "--timeout", "0"], 2, "--timeout"),
+        (["status", "--cluster", f"127.0.0.1:{port}", "--timeout", "-1"], 2, "--timeout"),
+        # Nothing listens there: the client gives up with a message.
+        (["kv", "set", "k", "v", "--cluster", f"127.0.0.1:{unused}", "--timeout", "1"], 1,
+         "no leader"),
+    ]
+    results = raft_parallel([args for args, _, _ in cases])
+    for (_args, code, mention), proc in zip(cases, results, strict=True):
+        output = short_error(proc, code)
+        assert mention.lower() in output.lower(), show(proc)
+
+
+def test_serve_reports_a_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = raft("serve", "--id", "1", "--cluster", f"1=127.0.0.1:{port}",
+                    "--data-dir", str(tmp_path / "data"))
+    output = short_error(proc, 1)
+    assert "cannot start" in output and "in use" in output, show(proc)
+
+
+# ------------------------------------------------------------------- stress
+
+
+PASS_LINE = re.compile(r"^\s*PASS\b", re.MULTILINE)
+RATE = re.compile(r"[\d,.]+ entries/s")
+STRESS_VARIANTS = {
+    "in-process": [],
+    "processes": ["--processes", "--seed", "7"],
+    "up-2-of-3": ["--up", "2"],
+}
+
+
+class StressRun:
+    def __init__(self, root: Path, extra: list[str]):
+        self.data_dir = root / "data"
+        self.output = root / "output.txt"
+        self.args = ["stress", "--entries", "2000", "--batch", "50", "--clients", "4",
+                     "--data-dir", str(self.data_dir), "--keep", *extra]
+        with open(self.output, "w") as out:
+            # Its own process group, so that a finalizer can stop its members too.
+            self.proc = subprocess.Popen([*RAFT, *self.args], stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, env=ENV, text=True,
+                                         start_new_session=True)
+
+    def result(self, timeout: float) -> subprocess.CompletedProcess[str]:
+        self.proc.wait(timeout)
+        return subprocess.CompletedProcess(self.args, self.proc.returncode,
+                                           self.output.read_text(), "")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def stress_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, StressRun]]:
+    """The stress variants, started together: they mostly wait on elections, not the CPU."""
+    runs: dict[str, StressRun] = {}
+    try:
+        for name, extra in STRESS_VARIANTS.items():
+            runs[name] = StressRun(tmp_path_factory.mktemp(f"stress-{name}"), extra)
+        yield runs
+    finally:
+        for run in runs.values():
+            run.stop()
+
+
+@pytest.mark.parametrize("variant", list(STRESS_VARIANTS))
+def test_stress_passes_all_ten_steps(variant: str, stress_runs: dict[str, StressRun]) -> None:
+    run = stress_runs[variant]
+    proc = run.result(timeout=300)
+    out = ok(proc)
+    assert len(PASS_LINE.findall(out)) == 10, show(proc)
+    assert "FAIL" not in out and "SKIP" not in out, show(proc)
+    assert "10/10 steps passed" in out, show(proc)
+    assert RATE.search(out), show(proc)
+    # --keep leaves the members' data where --data-dir said.
+    assert "data kept in" in out, show(proc)
+    data_dir = run.data_dir
+    assert (data_dir / "member-1").is_dir(), sorted(p.name for p in data_dir.iterdir())
+    if variant == "processes":
+        assert "processes" in out and (data_dir / "member-1.log").exists(), show(proc)
+        assert "peak RSS per server" in out, show(proc)
+    if variant == "up-2-of-3":
+        assert "2 of 3 members up" in out, show(proc)
+        assert not (data_dir / "member-3").exists()
+
+
+# ---------------------------------------------------------- a live cluster
+
+
+def test_kv_commands(cluster: Cluster) -> None:
+    c = ["--cluster", cluster.spec]
+    # Independent commands of one phase run at once, as concurrent users would.
+    (set_color, set_greeting, cas_absent) = raft_parallel([
+        ["kv", "set", "color", "blue", *c],
+        # Values are passed through untouched, spaces and non-ASCII included.
+        ["kv", "set", "greeting", "hello, wörld  ", "-c", cluster.spec],
+        ["kv", "cas", "fresh", "-", "first", "--absent", *c],
+    ])
+    for proc in (set_color, set_greeting, cas_absent):
+        assert ok(proc).strip() == "OK"
+
+    (get_greeting, missing, cas_match, cas_absent_again) = raft_parallel([
+        ["kv", "get", "greeting", *c],
+        ["kv", "get", "no-such-key", *c],
+        ["kv", "cas", "color", "blue", "green", *c],
+        ["kv", "cas", "fresh", "-", "second", "--absent", *c],
+    ])
+    assert ok(get_greeting) == "hello, wörld  \n"
+    assert "no-such-key" in short_error(missing, 1)
+    assert missing.stdout == "", show(missing)
+    assert ok(cas_match).strip() == "OK"
+    assert "did not match" in short_error(cas_absent_again, 1)
+
+    (cas_mismatch, get_fresh, get_color) = raft_parallel([
+        ["kv", "cas", "color", "blue", "red", *c],
+        ["kv", "get", "fresh", *c],
+        ["kv", "get", "color", *c],  # green either way: the swap above cannot match
+    ])
+    assert "did not match" in short_error(cas_mismatch, 1)
+    assert ok(get_fresh).strip() == "first"
+    assert ok(get_color).strip() == "green"
+
+    # Delete: the key is gone, and deleting it again says so.
+    assert ok(raft("kv", "del", "color", *c)).strip() == "OK"
+    (get_deleted, del_again) = raft_parallel([
+        ["kv", "get", "color", *c],
+        ["kv", "del", "color", *c],
+    ])
+    assert "not found" in short_error(get_deleted, 1)
+    assert "not found" in short_error(del_again, 1)
+
+
+def test_status_table_and_json(cluster: Cluster) -> None:
+    leader, rows = cluster.wait_stable({1, 2, 3})
+    assert sorted(rows) == [1, 2, 3]
+    for node_id, row in rows.items():
+        assert row["address"] == cluster.members[node_id].address
+        assert row["role"] in ("leader", "follower"), row
+        assert row["leader"] == leader
+        for field in ("term", "commit", "last_index", "applied"):
+            assert isinstance(row[field], int), row
+    assert [r["role"] for r in rows.values()].count("leader") == 1
+    assert len({r["term"] for r in rows.values()}) == 1, rows
+    assert rows[leader]["term"] >= 1
+
+    # Member 3 runs from `serve --config cluster.toml`: it joined, with the data dir named there.
+    assert "--config" in cluster.members[3].command
+    assert rows[3]["role"] != "down"
+    assert (cluster.members[3].data_dir / "wal").is_dir()
+
+    out = ok(raft("status", "--cluster", cluster.spec))
+    for column in ("id", "address", "role", "term", "leader", "commit", "last_index", "applied"):
+        assert column in out, out
+    table = table_rows(out)
+    assert sorted(table) == [1, 2, 3], out
+    for node_id, cells in table.items():
+        assert cells[1] == cluster.members[node_id].address, out
+    roles = [cells[2] for cells in table.values()]
+    assert roles.count("leader") == 1 and roles.count("follower") == 2, out
+
+    # The id-less form numbers members in order.
+    addresses = ",".join(m.address for m in cluster.members.values())
+    plain = json.loads(ok(raft("status", "--cluster", addresses, "--json")))
+    assert [r["id"] for r in plain] == [1, 2, 3]
+
+
+def test_leader_killed_acknowledged_writes_survive(cluster: Cluster) -> None:
+    c = cluster.spec
+    keys = {f"durable-{n}": f"value-{n}" for n in range(3)}
+    for proc in raft_parallel([["kv", "set", k, v, "--cluster", c] for k, v in keys.items()]):
+        assert ok(proc).strip() == "OK"
+
+    old_leader, before = cluster.wait_stable({1, 2, 3})
+    cluster.kill(old_leader)
+    survivors = {1, 2, 3} - {old_leader}
+
+    # The client skips the dead member and finds whoever wins the election.
+    assert ok(raft("kv", "set", "after-kill", "yes", "--cluster", c, "--timeout", "45")
+              ).strip() == "OK"
+    reads = raft_parallel([["kv", "get", key, "--cluster", c, "--timeout", "45"]
+                           for key in [*keys, "after-kill"]])
+    for value, proc in zip([*keys.values(), "yes"], reads, strict=True):
+        assert ok(proc).strip() == value, show(proc)
+
+    new_leader, rows = cluster.wait_stable(survivors)
+    assert new_leader != old_leader
+    assert rows[old_leader]["role"] == "down"
+    assert rows[new_leader]["term"] > before[old_leader]["term"]
+
+    # Restarted on the same data dir, it catches up with the leader.
+    cluster.start(old_leader)
+
+    def caught_up() -> str | None:
+        st = cluster.status()
+        back, lead = st[old_leader], st[new_leader]
+        if back["role"] == "down" or lead["role"] != "leader":
+            return f"not settled: {st}"
+        if back["last_index"] != lead["last_index"] or back["commit"] != lead["commit"]:
+            return (f"member {old_leader} at last index {back['last_index']}, commit "
+                    f"{back['commit']}; leader at {lead['last_index']}, {lead['commit']}")
+        return None
+
+    wait_for(f"member {old_leader} to catch up", caught_up)
+
+
+def test_stopped_member_shows_down_and_members_exit_cleanly(cluster: Cluster) -> None:
+    leader, _ = cluster.wait_stable({1, 2, 3})
+    victim = next(i for i in (1, 2, 3) if i != leader)
+    assert cluster.stop(victim) == 0, cluster.members[victim].log_tail()
+    assert "SIGTERM received" in cluster.members[victim].log_path.read_text()
+
+    out = ok(raft("status", "--cluster", cluster.spec))
+    table = table_rows(out)
+    assert table[victim][2] == "down", out
+    assert all(table[i][2] != "down" for i in (1, 2, 3) if i != victim), out
+    rows = cluster.status()
+    assert rows[victim]["role"] == "down" and rows[victim]["error"], rows
+
+    # Two of three still make a quorum.
+    assert ok(raft("kv", "set", "two-of-three", "ok", "--cluster", cluster.spec)).strip() == "OK"
+
+    # The rest: Ctrl-C (SIGINT) is as clean as SIGTERM.
+    first, *others = cluster.running()
+    assert cluster.stop(first, signal.SIGINT) == 0, cluster.members[first].log_tail()
+    assert "SIGINT received" in cluster.members[first].log_path.read_text()
+    for node_id in others:
+        assert cluster.stop(node_id) == 0, cluster.members[node_id].log_tail()
+    everyone_down = json.loads(ok(raft("status", "--cluster", cluster.spec, "--json")))
+    assert [r["role"] for r in everyone_down] == ["down"] * 3
+
+    # A member whose log was damaged refuses to start, with a message. Damage the first
+    # record of the leader's log (records: 4-byte length, 4-byte crc, payload); records
+    # follow it, so this cannot pass for a write interrupted by a crash.
+    damaged_member = cluster.members[leader]
+    segment = sorted((damaged_member.data_dir / "wal").glob("wal-*.log"))[0]
+    data = bytearray(segment.read_bytes())
+    length = int.from_bytes(data[:4], "big")
+    assert 8 + length < len(data), f"{segment}: only one record"
+    data[8 + length // 2] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    proc = subprocess.run(damaged_member.command, capture_output=True, text=True,
+                          env=ENV, timeout=30, stdin=subprocess.DEVNULL)
+    assert "refusing to start" in short_error(proc, 1), show(proc)
