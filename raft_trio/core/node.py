@@ -333,6 +333,11 @@ class RaftNode:
                     )
                 self.log.truncate_from(first_new)
                 self.durable_index = min(self.durable_index, first_new - 1)
+                # Entries not yet handed to the driver that were just cut must never
+                # reach it: Ready.entries has to stay one contiguous run of the log.
+                pending = self._entries
+                if pending and pending[-1].index >= first_new:
+                    del pending[max(first_new - pending[0].index, 0) :]
             fresh = entries[new_from:]
             self.log.append(fresh)
             self._entries.extend(fresh)
@@ -413,9 +418,7 @@ class RaftNode:
 
     def _broadcast_heartbeat(self) -> None:
         for peer, pr in self.progress.items():
-            self._messages.append(
-                Heartbeat(self.term, self.id, peer, min(pr.match, self.commit))
-            )
+            self._messages.append(Heartbeat(self.term, self.id, peer, min(pr.match, self.commit)))
 
     def _on_heartbeat_response(self, msg: HeartbeatResponse) -> None:
         if self.role is not Role.LEADER or msg.term != self.term:
@@ -450,8 +453,9 @@ class RaftNode:
         pr.become_probe(max(1, min(next_index, msg.reject_index)))
 
     def _maybe_commit(self) -> None:
-        matches = sorted([self.durable_index, *(pr.match for pr in self.progress.values())],
-                         reverse=True)
+        matches = sorted(
+            [self.durable_index, *(pr.match for pr in self.progress.values())], reverse=True
+        )
         candidate = matches[self.quorum - 1]
         # Figure 8: only an entry of the current term is committed by counting replicas.
         if candidate > self.commit and self.log.term(candidate) == self.term:

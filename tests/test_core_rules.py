@@ -1,0 +1,601 @@
+"""The Raft paper's rules, one at a time, on RaftNode objects driven by hand.
+
+Every message here is built by the test; nothing goes through a network or a
+disk, so each test states exactly which input produces which output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TypeVar
+
+import pytest
+
+from raft_trio.core import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Config,
+    Entry,
+    EntryKind,
+    HardState,
+    Heartbeat,
+    HeartbeatResponse,
+    Message,
+    NotLeaderError,
+    RaftNode,
+    Ready,
+    RequestVote,
+    RequestVoteResponse,
+    Role,
+)
+
+M = TypeVar("M")
+
+VOTERS3 = (1, 2, 3)
+VOTERS5 = (1, 2, 3, 4, 5)
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def log_of(terms: Iterable[int], start: int = 1) -> list[Entry]:
+    """Command entries with consecutive indices from `start` and the given terms."""
+    return [
+        Entry(start + i, term, EntryKind.COMMAND, b"%d@%d" % (start + i, term))
+        for i, term in enumerate(terms)
+    ]
+
+
+def node(
+    node_id: int = 1,
+    voters: Sequence[int] = VOTERS3,
+    *,
+    term: int = 0,
+    vote: int | None = None,
+    commit: int = 0,
+    entries: Sequence[Entry] = (),
+    config: Config | None = None,
+) -> RaftNode:
+    return RaftNode(
+        node_id,
+        voters,
+        hard_state=HardState(term, vote, commit),
+        entries=entries,
+        config=config if config is not None else Config(),
+    )
+
+
+def role(n: RaftNode) -> Role:
+    """The node's role, read through a call so that type checkers do not narrow it."""
+    return n.role
+
+
+def entries_of(n: RaftNode) -> list[Entry]:
+    return n.log.slice(1, n.log.last_index + 1)
+
+
+def persist(n: RaftNode, ready: Ready) -> None:
+    """Pretend the Ready's write is durable, as the driver would report it."""
+    if ready.entries:
+        last = ready.entries[-1]
+        n.persisted(last.index, last.term)
+
+
+def elect(n: RaftNode, *, persisted: bool = True) -> Ready:
+    """Make `n` leader of the next term with votes from a bare majority of its peers."""
+    n.campaign()
+    ready = n.ready()
+    for peer in n.peers[: n.quorum - 1]:
+        n.step(RequestVoteResponse(n.term, peer, n.id, True))
+    assert n.role is Role.LEADER
+    ready = n.ready()
+    if persisted:
+        persist(n, ready)
+    return ready
+
+
+def of_type(messages: Iterable[Message], kind: type[M]) -> list[M]:
+    return [m for m in messages if isinstance(m, kind)]
+
+
+def vote_responses(ready: Ready) -> tuple[list[RequestVoteResponse], list[RequestVoteResponse]]:
+    """(responses sent at once, responses held until durable)."""
+    now = [m for m in ready.messages if isinstance(m, RequestVoteResponse)]
+    later = [m for m in ready.persisted_messages if isinstance(m, RequestVoteResponse)]
+    return now, later
+
+
+def ask_vote(n: RaftNode, src: int, term: int, last_index: int = 0, last_term: int = 0) -> bool:
+    """Deliver a RequestVote; return whether it was granted (checking where the answer went)."""
+    n.step(RequestVote(term, src, n.id, last_index, last_term))
+    now, later = vote_responses(n.ready())
+    assert len(now) + len(later) == 1
+    if later:
+        assert later[0].granted and later[0].dst == src
+        return True
+    assert not now[0].granted and now[0].dst == src
+    return False
+
+
+# ------------------------------------------------------------ vote granting
+
+
+def test_vote_granted_once_per_term() -> None:
+    n = node(term=1)
+    assert ask_vote(n, 2, term=2)
+    assert (n.term, n.vote) == (2, 2)
+    assert not ask_vote(n, 3, term=2)
+    assert (n.term, n.vote) == (2, 2)
+
+
+def test_vote_granted_again_to_same_candidate() -> None:
+    n = node(term=1)
+    assert ask_vote(n, 2, term=2)
+    # A retransmitted request (the first answer may have been lost) gets the same answer.
+    assert ask_vote(n, 2, term=2)
+    assert (n.term, n.vote) == (2, 2)
+
+
+def test_vote_survives_restart() -> None:
+    n = node(term=1)
+    assert ask_vote(n, 2, term=2)
+    restarted = node(term=n.term, vote=n.vote)
+    assert not ask_vote(restarted, 3, term=2)
+    assert ask_vote(restarted, 2, term=2)
+
+
+def test_vote_rejected_for_lower_term() -> None:
+    n = node(term=5, vote=None)
+    n.step(RequestVote(4, 2, 1, 100, 4))
+    ready = n.ready()
+    assert ready.messages == [RequestVoteResponse(5, 1, 2, False)]
+    assert ready.persisted_messages == []
+    assert (n.term, n.vote) == (5, None)
+
+
+def test_up_to_date_higher_last_term_wins_over_longer_log() -> None:
+    voter = node(term=3, entries=log_of([1, 1, 1, 2]))
+    # Candidate log: shorter but with a later last term.
+    assert ask_vote(voter, 2, term=4, last_index=1, last_term=3)
+    voter = node(term=3, entries=log_of([1, 1, 1, 2]))
+    # Candidate log: much longer but with an earlier last term.
+    assert not ask_vote(voter, 2, term=4, last_index=50, last_term=1)
+
+
+def test_up_to_date_same_last_term_longer_or_equal_log_wins() -> None:
+    assert not ask_vote(node(term=1, entries=log_of([1, 1, 1])), 2, 2, last_index=2, last_term=1)
+    assert ask_vote(node(term=1, entries=log_of([1, 1, 1])), 2, 2, last_index=3, last_term=1)
+    assert ask_vote(node(term=1, entries=log_of([1, 1, 1])), 2, 2, last_index=4, last_term=1)
+
+
+def test_rejected_vote_in_new_term_leaves_vote_free() -> None:
+    n = node(term=1, entries=log_of([1, 1]))
+    assert not ask_vote(n, 2, term=3, last_index=0, last_term=0)
+    assert (n.term, n.vote) == (3, None)
+    assert ask_vote(n, 3, term=3, last_index=2, last_term=1)
+
+
+# ----------------------------------------------------------- role changes
+
+
+def test_candidate_steps_down_on_append_entries_of_same_term() -> None:
+    n = node(term=1)
+    n.campaign()
+    n.ready()
+    assert n.role is Role.CANDIDATE and n.term == 2
+    n.step(AppendEntries(2, 3, 1, 0, 0, tuple(log_of([2])), 0))
+    assert role(n) is Role.FOLLOWER
+    assert n.leader_id == 3
+    assert (n.term, n.vote) == (2, 1)  # the vote for itself in term 2 stands
+    ready = n.ready()
+    assert ready.persisted_messages == [AppendEntriesResponse(2, 1, 3, True, 1, 0, 0, 0)]
+
+
+def test_candidate_steps_down_on_heartbeat_of_same_term() -> None:
+    n = node(term=1)
+    n.campaign()
+    n.ready()
+    n.step(Heartbeat(2, 3, 1, 0))
+    assert n.role is Role.FOLLOWER and n.leader_id == 3 and n.term == 2
+
+
+def _higher_term_messages() -> list[Message]:
+    # Node 1 sits in term 5; every message below carries term 7 and is addressed to it.
+    return [
+        RequestVote(7, 2, 1, 0, 0),  # stale log: refused, yet the term is adopted
+        RequestVoteResponse(7, 2, 1, False),
+        AppendEntries(7, 2, 1, 100, 6, (), 0),
+        AppendEntriesResponse(7, 2, 1, False, 0, 3, 0, 0),
+        Heartbeat(7, 2, 1, 0),
+        HeartbeatResponse(7, 2, 1),
+    ]
+
+
+@pytest.mark.parametrize("role", [Role.FOLLOWER, Role.CANDIDATE, Role.LEADER])
+@pytest.mark.parametrize("msg", _higher_term_messages(), ids=lambda m: type(m).__name__)
+def test_higher_term_in_any_message_makes_follower_and_clears_vote(
+    role: Role, msg: Message
+) -> None:
+    n = node(term=4, vote=1, entries=log_of([1, 2, 4]))
+    if role is Role.FOLLOWER:
+        n = node(term=5, vote=3, entries=log_of([1, 2, 4]))
+    elif role is Role.CANDIDATE:
+        n.campaign()
+    else:
+        elect(n)
+    n.ready()
+    assert n.term == 5 and n.role is role
+    n.step(msg)
+    assert n.role is Role.FOLLOWER
+    assert n.term == 7
+    assert n.vote is None
+    ready = n.ready()
+    assert ready.hard_state is not None
+    assert (ready.hard_state.term, ready.hard_state.vote) == (7, None)
+
+
+def test_stale_term_messages_are_answered_with_the_current_term() -> None:
+    n = node(term=5, entries=log_of([1, 5]))
+    n.step(AppendEntries(3, 2, 1, 2, 5, (), 2))
+    n.step(Heartbeat(3, 2, 1, 2))
+    ready = n.ready()
+    assert {(type(m).__name__, m.term) for m in ready.messages} == {
+        ("AppendEntriesResponse", 5),
+        ("HeartbeatResponse", 5),
+    }
+    assert n.role is Role.FOLLOWER and n.leader_id is None and n.commit == 0
+    # And a leader hearing the higher term steps down.
+    leader = node(term=2, entries=log_of([1, 1]))
+    elect(leader)
+    leader.ready()
+    leader.step(AppendEntriesResponse(5, 2, 1, False, 0, 3, 0, 0))
+    assert leader.role is Role.FOLLOWER and leader.term == 5
+
+
+# --------------------------------------------------------------- durability
+
+
+def test_hard_state_is_in_the_ready_that_holds_back_a_vote_grant() -> None:
+    n = node(term=1, commit=0)
+    n.step(RequestVote(2, 3, 1, 0, 0))
+    ready = n.ready()
+    assert ready.hard_state == HardState(2, 3, 0)
+    assert ready.needs_persist()
+    assert ready.messages == []
+    assert ready.persisted_messages == [RequestVoteResponse(2, 1, 3, True)]
+
+
+def test_candidate_requests_votes_only_after_its_own_vote_is_durable() -> None:
+    n = node(term=1)
+    n.campaign()
+    ready = n.ready()
+    assert ready.hard_state == HardState(2, 1, 0)
+    assert of_type(ready.messages, RequestVote) == []
+    assert sorted(m.dst for m in of_type(ready.persisted_messages, RequestVote)) == [2, 3]
+
+
+def test_follower_success_response_is_a_persisted_message() -> None:
+    n = node(term=1)
+    n.step(AppendEntries(1, 2, 1, 0, 0, tuple(log_of([1, 1])), 0))
+    ready = n.ready()
+    assert ready.entries == log_of([1, 1])
+    assert ready.messages == []
+    assert ready.persisted_messages == [AppendEntriesResponse(1, 1, 2, True, 2, 0, 0, 0)]
+    # A duplicate needs no new write, but its answer still waits for the earlier one.
+    n.step(AppendEntries(1, 2, 1, 0, 0, tuple(log_of([1, 1])), 0))
+    ready = n.ready()
+    assert ready.entries == [] and ready.messages == []
+    assert ready.persisted_messages == [AppendEntriesResponse(1, 1, 2, True, 2, 0, 0, 0)]
+
+
+def test_follower_rejection_is_sent_at_once() -> None:
+    n = node(term=1)
+    n.step(AppendEntries(1, 2, 1, 5, 1, tuple(log_of([1], start=6)), 0))
+    ready = n.ready()
+    assert ready.persisted_messages == []
+    assert ready.messages == [AppendEntriesResponse(1, 1, 2, False, 0, 5, 0, 1)]
+
+
+def test_ready_entries_stay_contiguous_when_a_batch_overwrites_them() -> None:
+    # Found by the simulator (n3 seed 59): a node leads term 1 for an instant, appends its
+    # no-op, then in the same batch of inputs a term-2 leader overwrites index 1. The Ready
+    # used to list both entries at index 1, which no write-ahead log can store.
+    n = node(term=0)
+    n.campaign()
+    n.ready()
+    n.step(RequestVoteResponse(1, 2, 1, True))
+    assert n.role is Role.LEADER
+    n.step(AppendEntries(2, 3, 1, 0, 0, tuple(log_of([2])), 0))
+    ready = n.ready()
+    assert ready.entries == log_of([2])
+    assert entries_of(n) == log_of([2])
+
+
+def test_ready_entries_keep_the_unwritten_prefix_when_a_batch_overwrites_a_suffix() -> None:
+    n = node(term=1, entries=log_of([1]))
+    n.step(AppendEntries(1, 2, 1, 1, 1, tuple(log_of([1, 1, 1], start=2)), 0))
+    n.step(AppendEntries(3, 3, 1, 2, 1, tuple(log_of([3], start=3)), 0))
+    ready = n.ready()
+    assert ready.entries == [*log_of([1], start=2), *log_of([3], start=3)]
+    assert entries_of(n) == log_of([1, 1, 3])
+
+
+# ------------------------------------------------------------------- commit
+
+
+def test_leader_appends_noop_at_start_of_each_term() -> None:
+    n = node(term=1, entries=log_of([1, 1]))
+    ready = elect(n)
+    assert ready.entries == [Entry(3, 2, EntryKind.NOOP, b"")]
+    assert n.log.last_index == 3
+    n.step(AppendEntriesResponse(5, 2, 1, False, 0, 0, 0, 0))  # deposed
+    assert n.role is Role.FOLLOWER
+    ready = elect(n)
+    assert ready.entries == [Entry(4, 6, EntryKind.NOOP, b"")]
+
+
+def test_leader_counts_only_its_durable_index_toward_commit() -> None:
+    n = node(term=1)
+    elect(n, persisted=False)  # the no-op (1, 2) is written but not yet durable
+    first, term = n.propose([b"x"])
+    assert (first, term) == (2, 2)
+    n.ready()
+    n.step(AppendEntriesResponse(2, 2, 1, True, 2, 0, 0, 0))
+    n.ready()
+    # One durable copy (follower 2) of three voters: nothing is committed yet.
+    assert n.commit == 0
+    n.persisted(1, 2)
+    assert n.commit == 1
+    n.persisted(2, 2)
+    assert n.commit == 2
+    assert [e.index for e in n.ready().committed] == [1, 2]
+
+
+def test_leader_alone_cannot_commit() -> None:
+    n = node(node_id=1, voters=VOTERS5, term=1)
+    elect(n)
+    n.propose([b"x"])
+    persist(n, n.ready())
+    assert n.commit == 0
+    n.step(AppendEntriesResponse(2, 2, 1, True, 2, 0, 0, 0))
+    assert n.commit == 0  # two of five
+    n.step(AppendEntriesResponse(2, 3, 1, True, 2, 0, 0, 0))
+    assert n.commit == 2  # three of five
+
+
+def test_single_voter_commits_on_its_own_durability() -> None:
+    n = node(node_id=1, voters=(1,), term=0)
+    n.campaign()
+    assert n.role is Role.LEADER
+    ready = n.ready()
+    assert n.commit == 0
+    persist(n, ready)
+    assert n.commit == 1
+
+
+def test_figure_8_entry_of_earlier_term_is_not_committed_by_counting_replicas() -> None:
+    # Paper figure 8 (d)/(e): S1 leads term 4 with an entry (2, term 2) that it
+    # replicated to S2 and S3 while leading term 2. A majority now holds (2, 2),
+    # but S5 (last term 3) could still be elected by S2, S3, S4 and erase it.
+    s1 = node(1, VOTERS5, term=3, entries=log_of([1, 2]))
+    elect(s1)
+    assert s1.term == 4 and s1.log.last_index == 3  # (3, 4) is the new no-op
+    s1.ready()
+    s1.step(AppendEntriesResponse(4, 2, 1, True, 2, 0, 0, 0))
+    s1.step(AppendEntriesResponse(4, 3, 1, True, 2, 0, 0, 0))
+    assert s1.commit == 0  # (2, 2) is on S1, S2, S3, but it is not of term 4
+    s1.step(AppendEntriesResponse(4, 2, 1, True, 3, 0, 0, 0))
+    assert s1.commit == 0  # (3, 4) on S1 and S2 only
+    s1.step(AppendEntriesResponse(4, 3, 1, True, 3, 0, 0, 0))
+    assert s1.commit == 3  # (3, 4) on a majority commits (2, 2) with it
+    assert [(e.index, e.term) for e in s1.ready().committed] == [(1, 1), (2, 2), (3, 4)]
+
+
+def test_follower_commit_is_capped_at_the_last_entry_the_message_vouches_for() -> None:
+    # The follower holds a stale suffix from term 2 beyond what this message covers.
+    n = node(term=3, entries=log_of([1, 2, 2, 2]))
+    n.step(AppendEntries(3, 2, 1, 1, 1, tuple(log_of([3], start=2)), 10))
+    # Index 2 was overwritten, so the old 3 and 4 are gone; commit stops at 2.
+    assert entries_of(n) == log_of([1, 3])
+    assert n.commit == 2
+    n = node(term=3, entries=log_of([1, 1, 2, 2]))
+    n.step(AppendEntries(3, 2, 1, 1, 1, tuple(log_of([1], start=2)), 10))
+    # Entries 3 and 4 (term 2) are not vouched for by the term-3 leader: not committed.
+    assert n.commit == 2
+    assert [e.index for e in n.ready().committed] == [1, 2]
+
+
+def test_heartbeat_commit_never_exceeds_the_log() -> None:
+    n = node(term=2, entries=log_of([1, 2]))
+    n.step(Heartbeat(2, 2, 1, 9))
+    assert n.commit == 2
+
+
+def test_committed_entry_is_never_overwritten_by_a_late_message() -> None:
+    n = node(term=2)
+    n.step(AppendEntries(2, 2, 1, 0, 0, tuple(log_of([1, 2, 2, 2])), 4))
+    assert n.commit == 4
+    n.ready()
+    # A delayed copy of an older, shorter append from the same leader changes nothing.
+    n.step(AppendEntries(2, 2, 1, 0, 0, tuple(log_of([1, 2])), 1))
+    assert entries_of(n) == log_of([1, 2, 2, 2]) and n.commit == 4
+    ready = n.ready()
+    assert ready.entries == []
+    assert ready.persisted_messages == [AppendEntriesResponse(2, 1, 2, True, 4, 0, 0, 0)]
+
+
+def test_append_below_commit_only_touches_the_uncommitted_part() -> None:
+    # Follower: five term-1 entries, three known committed. A term-3 leader's probe starts
+    # inside the committed prefix and carries a different suffix.
+    n = node(term=2, commit=3, entries=log_of([1, 1, 1, 1, 1]))
+    n.step(AppendEntries(3, 2, 1, 1, 1, tuple(log_of([1, 1, 3], start=2)), 3))
+    assert entries_of(n) == log_of([1, 1, 1, 3])
+    assert n.commit == 3
+    ready = n.ready()
+    assert ready.entries == log_of([3], start=4)
+    assert ready.persisted_messages == [AppendEntriesResponse(3, 1, 2, True, 4, 0, 0, 0)]
+
+
+def test_entries_applied_in_order_exactly_once() -> None:
+    n = node(term=1)
+    elect(n)
+    applied: list[int] = []
+    for batch in ([b"a"], [b"b", b"c"], [b"d"]):
+        n.propose(batch)
+        ready = n.ready()
+        applied.extend(e.index for e in ready.committed)
+        persist(n, ready)
+        n.step(AppendEntriesResponse(2, 2, 1, True, n.log.last_index, 0, 0, 0))
+        applied.extend(e.index for e in n.ready().committed)
+        applied.extend(e.index for e in n.ready().committed)
+    assert applied == [1, 2, 3, 4, 5]
+    assert n.applied == n.commit == 5
+    # A restart re-applies from the start: there are no snapshots.
+    again = node(term=n.term, vote=n.vote, commit=n.commit, entries=entries_of(n))
+    assert [e.index for e in again.ready().committed] == [1, 2, 3, 4, 5]
+    assert again.ready().committed == []
+
+
+def test_restart_commit_hint_is_capped_at_the_log() -> None:
+    n = node(term=2, commit=10, entries=log_of([1, 2]))
+    assert n.commit == 2
+
+
+def test_persisted_ignores_an_entry_that_was_overwritten_since() -> None:
+    # A follower's write of (2, term 1) becomes durable after a term-3 leader replaced it.
+    n = node(term=1, entries=log_of([1]))
+    n.step(AppendEntries(1, 2, 1, 1, 1, tuple(log_of([1], start=2)), 0))
+    n.ready()
+    n.step(AppendEntries(3, 3, 1, 1, 1, tuple(log_of([3], start=2)), 0))
+    n.ready()
+    n.persisted(2, 1)
+    assert n.durable_index == 1
+    n.persisted(2, 3)
+    assert n.durable_index == 2
+
+
+def test_truncation_takes_back_durability_of_the_cut_entries() -> None:
+    # Loaded from disk: (4, 1) is durable. A term-3 leader then replaces index 3 onwards.
+    n = node(term=2, entries=log_of([1, 1, 1, 1]))
+    n.step(AppendEntries(3, 2, 1, 2, 1, tuple(log_of([3], start=3)), 0))
+    persist(n, n.ready())
+    assert n.durable_index == 3
+    # Now leading term 4, its no-op (4, 4) is written but not durable: one follower's
+    # copy is not a majority, whatever the old, overwritten (4, 1) once was.
+    elect(n, persisted=False)
+    assert n.log.last_index == 4
+    n.step(AppendEntriesResponse(4, 2, 1, True, 4, 0, 0, 0))
+    assert n.commit == 0
+    n.persisted(4, 4)
+    assert n.commit == 4
+
+
+def test_heartbeat_carries_commit_only_up_to_what_the_follower_matches() -> None:
+    n = node(term=1)
+    elect(n)
+    n.propose([b"a", b"b", b"c"])
+    persist(n, n.ready())
+    n.step(AppendEntriesResponse(2, 2, 1, True, 4, 0, 0, 0))
+    n.step(AppendEntriesResponse(2, 3, 1, True, 1, 0, 0, 0))
+    assert n.commit == 4
+    n.ready()
+    n.tick()
+    beats = {m.dst: m.commit for m in of_type(n.ready().messages, Heartbeat)}
+    # Follower 3 may hold a stale entry at 2..4: telling it "commit 4" would apply that.
+    assert beats == {2: 4, 3: 1}
+
+
+def test_propose_needs_a_leader() -> None:
+    n = node(term=1)
+    n.step(Heartbeat(1, 3, 1, 0))
+    with pytest.raises(NotLeaderError) as info:
+        n.propose([b"x"])
+    assert info.value.leader_id == 3
+
+
+# --------------------------------------------------------- fast backtracking
+
+
+def _catch_up(leader: RaftNode, follower: RaftNode, ready: Ready) -> tuple[int, int]:
+    """Exchange messages between `leader` and `follower` only, starting with the leader's
+    `ready`, until the follower holds the leader's whole log.
+
+    Returns (AppendEntries round trips, AppendEntries sent)."""
+    fid = follower.id
+    round_trips = appends = 0
+    while True:
+        to_follower = [m for m in ready.messages if m.dst == fid]
+        sent = of_type(to_follower, AppendEntries)
+        if not sent:
+            break
+        round_trips += 1
+        appends += len(sent)
+        assert round_trips < 50, "no convergence"
+        for msg in to_follower:
+            follower.step(msg)
+        fready = follower.ready()
+        persist(follower, fready)
+        for msg in fready.messages + fready.persisted_messages:
+            leader.step(msg)
+        ready = leader.ready()
+        persist(leader, ready)
+    assert entries_of(follower) == entries_of(leader)
+    assert leader.progress[fid].match == leader.log.last_index
+    return round_trips, appends
+
+
+def _leader_with(terms: list[int], term: int) -> tuple[RaftNode, Ready]:
+    leader = node(1, VOTERS3, term=term - 1, entries=log_of(terms))
+    ready = elect(leader)
+    assert leader.term == term
+    return leader, ready
+
+
+@pytest.mark.parametrize(
+    ("leader_terms", "follower_terms"),
+    [
+        pytest.param([1] * 1000, [], id="wiped-follower"),
+        pytest.param([1] * 1000, [1] * 10, id="1000-behind"),
+        pytest.param([1] * 10 + [2] * 990, [1] * 10, id="1000-behind-other-term"),
+        pytest.param(
+            [1] * 100 + [3] * 300 + [5] * 600,
+            [1] * 100 + [2] * 500 + [4] * 500,
+            id="divergent-longer",
+        ),
+        pytest.param(
+            [1] * 100 + [3] * 300 + [5] * 600,
+            [1] * 100 + [2] * 200 + [4] * 50,
+            id="divergent-shorter",
+        ),
+        pytest.param(
+            [1] * 10 + [2] * 20 + [3] * 970,
+            [1] * 10 + [2] * 1000,
+            id="follower-has-more-of-a-shared-term",
+        ),
+        pytest.param(
+            [1, 1] + [2, 3, 4, 5, 6] * 200, [1, 1] + [7] * 1000, id="many-terms-vs-one-unknown-term"
+        ),
+        pytest.param([1] * 10 + [3] * 990, [1] * 5 + [2] * 995, id="divergent-inside-a-term"),
+        pytest.param(
+            [1] * 100 + [3] * 450 + [5] * 450,
+            [1] * 100 + [2] * 300 + [4] * 300 + [6] * 300,
+            id="divergent-over-three-terms",
+        ),
+    ],
+)
+def test_fast_backtracking_catches_up_in_few_round_trips(
+    leader_terms: list[int], follower_terms: list[int]
+) -> None:
+    top = max(leader_terms + follower_terms)
+    leader, ready = _leader_with(leader_terms, top + 1)
+    follower = node(2, VOTERS3, term=top, entries=log_of(follower_terms))
+    round_trips, appends = _catch_up(leader, follower, ready)
+    assert round_trips <= 4, (round_trips, appends)
+
+
+def test_rejection_hints_name_the_conflicting_term_and_its_first_index() -> None:
+    n = node(2, VOTERS3, term=5, entries=log_of([1, 1, 2, 2, 2, 4]))
+    n.step(AppendEntries(5, 1, 2, 5, 3, (), 0))
+    assert n.ready().messages == [AppendEntriesResponse(5, 2, 1, False, 0, 5, 2, 3)]
+    n.step(AppendEntries(5, 1, 2, 9, 3, (), 0))
+    assert n.ready().messages == [AppendEntriesResponse(5, 2, 1, False, 0, 9, 0, 7)]
