@@ -599,3 +599,77 @@ def test_rejection_hints_name_the_conflicting_term_and_its_first_index() -> None
     assert n.ready().messages == [AppendEntriesResponse(5, 2, 1, False, 0, 5, 2, 3)]
     n.step(AppendEntries(5, 1, 2, 9, 3, (), 0))
     assert n.ready().messages == [AppendEntriesResponse(5, 2, 1, False, 0, 9, 0, 7)]
+
+
+# ------------------------------------------------ lost data, slow disks, big entries
+
+
+def _replicated_leader(count: int) -> RaftNode:
+    """Leader of term 2 whose followers 2 and 3 acknowledged every one of `count` entries."""
+    leader = node(term=1)
+    elect(leader)
+    leader.propose([b"x"] * count)
+    persist(leader, leader.ready())
+    last = leader.log.last_index
+    for peer in (2, 3):
+        leader.step(AppendEntriesResponse(leader.term, peer, 1, True, last, 0, 0, 0))
+    leader.ready()
+    assert leader.commit == last
+    return leader
+
+
+def test_idle_leader_rebuilds_a_follower_whose_data_was_wiped() -> None:
+    leader = _replicated_leader(20)
+    wiped = node(2, VOTERS3)  # same id, empty disk, nothing new to replicate
+    leader.tick()
+    for beat in of_type(leader.ready().messages, Heartbeat):
+        if beat.dst == 2:
+            wiped.step(beat)
+    for msg in wiped.ready().messages:
+        leader.step(msg)
+    assert leader.progress[2].match == 0
+    # Nothing new was proposed, yet the leader now streams the whole log to it.
+    _catch_up(leader, wiped, leader.ready())
+    assert wiped.commit == leader.commit
+
+
+def test_rejection_from_a_follower_that_lost_acknowledged_entries_resets_its_match() -> None:
+    leader = _replicated_leader(20)
+    # The follower says its log ends at 5, below the 21 it acknowledged.
+    leader.step(AppendEntriesResponse(leader.term, 2, 1, False, 0, 21, 0, 6))
+    assert leader.progress[2].match == 5
+    sent = of_type(leader.ready().messages, AppendEntries)
+    assert [(m.dst, m.prev_index) for m in sent] == [(2, 5)]
+    assert leader.commit == 21  # a commit index never goes back
+
+
+def test_one_slow_heartbeat_round_does_not_restart_replication() -> None:
+    leader = _replicated_leader(1)
+    leader.progress[2].acknowledged(leader.log.last_index)
+    leader.propose([b"y"] * 10)
+    ready = leader.ready()
+    persist(leader, ready)
+    assert [m.dst for m in of_type(ready.messages, AppendEntries)] == [2, 3]
+    pr = leader.progress[2]
+    assert not pr.probing
+    # The follower answers heartbeats while its disk is still busy with the append.
+    for _ in range(2):
+        leader.step(HeartbeatResponse(leader.term, 2, 1))
+    assert not pr.probing
+    for _ in range(3):
+        leader.step(HeartbeatResponse(leader.term, 2, 1))
+    # Several rounds without progress: the append or its answer was lost; resend.
+    assert pr.probing and pr.next == pr.match + 1
+
+
+def test_append_entries_are_capped_in_bytes_but_carry_at_least_one_entry() -> None:
+    leader = node(term=1, config=Config(max_append_bytes=1000, max_inflight=100))
+    elect(leader)
+    for peer in (2, 3):
+        leader.step(AppendEntriesResponse(leader.term, peer, 1, True, 1, 0, 0, 0))
+    leader.propose([b"a" * 300] * 10 + [b"b" * 5000] + [b"c" * 10] * 3)
+    sent = [m for m in of_type(leader.ready().messages, AppendEntries) if m.dst == 2]
+    sizes = [[len(e.data) for e in m.entries] for m in sent]
+    assert sizes == [[300] * 3, [300] * 3, [300] * 3, [300], [5000], [10] * 3]
+    # Together they are the whole log after the no-op, in order.
+    assert [e.index for m in sent for e in m.entries] == list(range(2, 16))

@@ -20,8 +20,13 @@ duplicates entries still in flight must not be acknowledged early.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from itertools import accumulate, repeat
+from operator import itemgetter
+from typing import Any
 
 from raft_trio.core.log import RaftLog
 from raft_trio.core.messages import (
@@ -39,6 +44,11 @@ from raft_trio.core.messages import (
 )
 from raft_trio.core.progress import Progress
 
+_data_of = itemgetter(3)
+# tuple.__new__ skips the NamedTuple's Python-level __new__: proposals build
+# thousands of entries a second.
+_new_entry: Callable[[Iterable[Any]], Entry] = partial(tuple.__new__, Entry)
+
 
 class NotLeaderError(Exception):
     """A proposal reached a member that is not the leader."""
@@ -54,16 +64,20 @@ class Config:
     election_ticks: int = 10
     heartbeat_ticks: int = 1
     max_append_entries: int = 4096
+    # Keeps every AppendEntries far below the transport's maximum frame size.
+    max_append_bytes: int = 8 * 1024 * 1024
     max_inflight: int = 32
 
     def __post_init__(self) -> None:
         if self.election_ticks <= self.heartbeat_ticks:
             raise ValueError("election_ticks must exceed heartbeat_ticks")
-        if self.heartbeat_ticks < 1 or self.max_append_entries < 1 or self.max_inflight < 1:
-            raise ValueError("heartbeat_ticks, max_append_entries and max_inflight must be >= 1")
+        if min(self.heartbeat_ticks, self.max_append_entries, self.max_append_bytes,
+               self.max_inflight) < 1:
+            raise ValueError("heartbeat_ticks and the max_append/max_inflight limits must be >= 1")
 
 
 DEFAULT_CONFIG = Config()
+STALLED_ROUNDS_BEFORE_PROBE = 3
 EMPTY_HARD_STATE = HardState(0, None, 0)
 
 
@@ -184,8 +198,10 @@ class RaftNode:
             raise NotLeaderError(self.leader_id)
         first = self.log.last_index + 1
         term = self.term
-        command = EntryKind.COMMAND
-        entries = [Entry(first + i, term, command, data) for i, data in enumerate(datas)]
+        entries = list(map(_new_entry, zip(
+            range(first, first + len(datas)), repeat(term), repeat(EntryKind.COMMAND.value), datas,
+            strict=False,
+        )))
         self.log.append(entries)
         self._entries.extend(entries)
         return first, term
@@ -367,9 +383,16 @@ class RaftNode:
             self._become_follower(msg.term, msg.src)
         self.election_elapsed = 0
         # The leader only sends a commit index it knows our log matches up to.
-        new_commit = min(msg.commit, self.log.last_index)
+        last = self.log.last_index
+        new_commit = min(msg.commit, last)
         if new_commit > self.commit:
             self.commit = new_commit
+        if msg.commit > last:
+            # The leader believes we hold entries we do not: our data was lost
+            # (a wiped disk). Say so as a rejection, or an idle leader never finds out.
+            self._messages.append(AppendEntriesResponse(
+                self.term, self.id, msg.src, False, 0, msg.commit, 0, last + 1
+            ))
         self._messages.append(HeartbeatResponse(self.term, self.id, msg.src))
 
     def _on_request_vote(self, msg: RequestVote) -> None:
@@ -406,11 +429,16 @@ class RaftNode:
         log = self.log
         last = log.last_index
         limit = self.config.max_append_entries
+        max_bytes = self.config.max_append_bytes
         while pr.next <= last and pr.can_send():
             prev = pr.next - 1
             prev_term = log.term(prev)
             assert prev_term is not None
             entries = tuple(log.slice(pr.next, min(pr.next + limit, last + 1)))
+            sizes = list(accumulate(map(len, map(_data_of, entries))))
+            if sizes[-1] > max_bytes:
+                # Always at least one entry, however large, or replication stops.
+                entries = entries[: max(1, bisect_right(sizes, max_bytes))]
             self._messages.append(
                 AppendEntries(self.term, self.id, peer, prev, prev_term, entries, self.commit)
             )
@@ -429,8 +457,13 @@ class RaftNode:
                 # The probe or its answer may have been lost: allow another.
                 pr.probe_sent = False
             elif pr.match == pr.match_at_heartbeat:
-                # A whole heartbeat round without progress: something was lost.
-                pr.become_probe(pr.match + 1)
+                # Rounds without progress: something was lost, or the follower's disk
+                # is slow; resend from what it has only after a few, not at once.
+                pr.stalled_rounds += 1
+                if pr.stalled_rounds >= STALLED_ROUNDS_BEFORE_PROBE:
+                    pr.become_probe(pr.match + 1)
+        if pr.match != pr.match_at_heartbeat:
+            pr.stalled_rounds = 0
         pr.match_at_heartbeat = pr.match
 
     def _on_append_response(self, msg: AppendEntriesResponse) -> None:
@@ -442,7 +475,13 @@ class RaftNode:
                 self._maybe_commit()
             return
         if msg.reject_index <= pr.match:
-            return  # stale: we already know it matches further than that
+            if msg.conflict_term == 0 and msg.conflict_index <= pr.match:
+                # The follower's log now ends before what it acknowledged: it lost its
+                # data. Start over from what it has. (A reordered stale rejection can
+                # land here too; lowering match then only delays the commit index.)
+                pr.match = msg.conflict_index - 1
+                pr.become_probe(msg.conflict_index)
+            return  # otherwise stale: we already know it matches further than that
         if pr.probing and msg.reject_index != pr.next - 1:
             return  # answer to an older probe
         next_index = msg.conflict_index

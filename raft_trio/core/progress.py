@@ -22,6 +22,7 @@ class Progress:
         "next",
         "probe_sent",
         "probing",
+        "stalled_rounds",
     )
 
     def __init__(self, next_index: int, max_inflight: int):
@@ -34,6 +35,7 @@ class Progress:
         # Last index carried by each unacknowledged message, oldest first.
         self.inflight: deque[int] = deque()
         self.match_at_heartbeat = 0
+        self.stalled_rounds = 0
 
     def can_send(self) -> bool:
         if self.probing:
