@@ -73,7 +73,11 @@ class Timing:
     election_ticks: int = 10
     heartbeat_ticks: int = 1
     max_append_entries: int = 4096
-    max_inflight: int = 32
+    # One AppendEntries in flight per follower: proposals that arrive meanwhile
+    # pile up and leave together in the next one, so batches grow with load.
+    # Measured with `raft-trio stress --processes` at 200k entries: ~10% more
+    # entries/s than 32 in flight, since per-message costs dominate here.
+    max_inflight: int = 1
 
 
 class _Proposal:
