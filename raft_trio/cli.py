@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -353,7 +354,16 @@ def stress(
     raise typer.Exit(0 if ok else 1)
 
 
+# A member keeps every log entry in memory as a small tuple. With the default
+# thresholds the cyclic GC runs full collections again and again as the log
+# grows, which cost more than half of what building an entry costs (measured:
+# RaftNode.propose 1.10 us/entry with the defaults, 0.50 with these, 0.46 with
+# the GC off). Only the command line sets this: a library leaves its host's GC alone.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
 def main() -> None:
+    gc.set_threshold(*GC_THRESHOLDS)
     app()
 
 

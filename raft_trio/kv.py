@@ -40,5 +40,22 @@ class KVStateMachine:
         return ["error", f"bad command {command!r:.80}"]
 
 
-def is_read_only(command: Any) -> bool:
-    return isinstance(command, list) and bool(command) and command[0] == "get"
+    def apply_batch(self, commands: list[Any]) -> list[Any]:
+        """apply() over a run of commands, with the common `set` done inline."""
+        data = self.data
+        apply = self.apply
+        results: list[Any] = []
+        append = results.append
+        for command in commands:
+            if (
+                type(command) is list
+                and len(command) == 3
+                and command[0] == "set"
+                and type(command[1]) is str
+            ):
+                data[command[1]] = command[2]
+                append(None)
+            else:
+                append(apply(command))
+        return results
+

@@ -72,7 +72,7 @@ async def _execute(server: RaftServer, op: str, args: list[Any]) -> Any:
     if op == "propose":
         if len(args) != 1 or not isinstance(args[0], list):
             raise BadRequest("propose takes one list of commands")
-        return await server.propose_many(args[0])
+        return await server.propose_client_commands(args[0], decoded_from_cbor=True)
     if op == "get":
         if len(args) != 1 or not isinstance(args[0], str):
             raise BadRequest("get takes one string key")

@@ -15,3 +15,8 @@ class StateMachine(Protocol):
     """
 
     def apply(self, command: Any) -> Any: ...
+
+
+# A state machine may also define `apply_batch(commands: list) -> list`, the
+# results of applying each command in order; the server calls it for runs of
+# commands when present, to save a call per command on the hot path.

@@ -70,6 +70,7 @@ class FrameReader:
         prefix exceeds `max_frame`.
         """
         buf = self._buf
+        received = False
         while True:
             pos = self._pos
             available = len(buf) - pos
@@ -83,8 +84,10 @@ class FrameReader:
                 if end <= len(buf):
                     # Trio's contract: every async call is a checkpoint, even
                     # when the frame is already buffered, or a peer flooding
-                    # small frames could starve other tasks.
-                    await trio.lowlevel.checkpoint()
+                    # small frames could starve other tasks. receive_some was
+                    # one already, if this call made it.
+                    if not received:
+                        await trio.lowlevel.checkpoint()
                     return self._take(pos + _HEADER_SIZE, end)
                 missing = end - len(buf)
             else:
@@ -101,6 +104,7 @@ class FrameReader:
                 self._raise_if_mid_frame()
                 return None
             buf += chunk
+            received = True
 
     def _take(self, start: int, end: int) -> bytes:
         buf = self._buf
