@@ -65,6 +65,11 @@ async def test_proposals_replicate_to_every_member(cluster: InProcessCluster) ->
     states = [kv(cluster.servers[i]) for i in cluster.running()]
     assert states[0] == {f"k{i}": str(i) for i in range(500)}
     assert all(state == states[0] for state in states)
+    # 500 entries in one batch, yet a handful of fsyncs each: writes are batched.
+    for node_id in cluster.running():
+        status = cluster.servers[node_id].status()
+        assert 0 < status["fsyncs"] < 50
+        assert status["messages_received"] > 0
 
 
 async def test_follower_refuses_proposals_with_a_hint(cluster: InProcessCluster) -> None:
