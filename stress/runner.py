@@ -389,7 +389,7 @@ async def _run(options: StressOptions, console: Console, data_dir: Path) -> bool
 
 
 def run_stress(options: StressOptions) -> bool:
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     made_temp = options.data_dir is None
     data_dir = Path(tempfile.mkdtemp(prefix="raft-trio-stress-")) if made_temp else options.data_dir
     assert data_dir is not None
