@@ -16,7 +16,7 @@ import trio
 import typer
 
 from raft_trio.client import connect
-from raft_trio.errors import RaftError
+from raft_trio.errors import RaftError, leaves
 from raft_trio.kv import KVStateMachine
 from raft_trio.server import RaftServer, Timing, parse_address
 from raft_trio.storage import WALCorruption
@@ -156,19 +156,13 @@ def serve(
         trio.run(_serve_until_signalled, server)
     except Exception as exc:
         # Errors from inside the server's nurseries arrive wrapped in ExceptionGroups.
-        error = _sole_error(exc)
+        errors = leaves(exc)
+        error = errors[0] if len(errors) == 1 else exc
         if isinstance(error, WALCorruption):
             fail(f"refusing to start: {error}")
         if isinstance(error, OSError):
             fail(f"member {node_id} cannot start: {error}")
         raise
-
-
-def _sole_error(exc: BaseException) -> BaseException:
-    """The one exception inside (possibly nested) single-member exception groups."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
 
 
 async def _serve_until_signalled(server: RaftServer) -> None:

@@ -27,3 +27,16 @@ class ClusterUnavailable(RaftError):
 
 class CommandError(RaftError):
     """The server refused a request as malformed."""
+
+
+def leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside `exc`, with (nested) exception groups flattened.
+
+    Errors raised inside a trio nursery reach the caller wrapped in groups.
+    """
+    if not isinstance(exc, BaseExceptionGroup):
+        return [exc]
+    out: list[BaseException] = []
+    for inner in exc.exceptions:
+        out.extend(leaves(inner))
+    return out

@@ -40,7 +40,7 @@ from raft_trio.core import (
     Role,
 )
 from raft_trio.encoding import pack_entries
-from raft_trio.errors import CommandError, LeadershipLost, NotLeader, RaftError
+from raft_trio.errors import CommandError, LeadershipLost, NotLeader, RaftError, leaves
 from raft_trio.service import serve_client
 from raft_trio.statemachine import StateMachine
 from raft_trio.storage import WAL
@@ -528,40 +528,61 @@ class RaftServer:
     # -------------------------------------------------------------- listener
 
     async def _handle_connection(self, stream: trio.SocketStream) -> None:
-        reader = FrameReader(stream)
+        """One peer or client connection; whatever goes wrong closes it, never the member."""
         try:
-            first = await reader.read_frame()
-            if first is None:
-                return
-            hello = cbor2.loads(first)
-            if not isinstance(hello, list) or not hello:
-                raise CodecError("bad hello frame")
-            if hello[0] == HELLO_PEER:
-                if len(hello) != 3 or hello[1] != self.cluster_name:
-                    raise CodecError(f"peer hello from another cluster: {hello!r:.100}")
-                await self._serve_peer(reader)
-            elif hello[0] == HELLO_CLIENT:
-                await serve_client(self, reader, stream)
+            await self._converse(stream)
+        except Exception as exc:
+            # Errors from the client service's nursery arrive in exception groups.
+            errors = leaves(exc)
+            if all(isinstance(e, _CONNECTION_GONE) for e in errors):
+                pass
+            elif all(isinstance(e, _BAD_INPUT + _CONNECTION_GONE) for e in errors):
+                reason = "; ".join(str(e) for e in errors if isinstance(e, _BAD_INPUT))
+                log.warning("member %d: closing connection from %s: %s", self.id,
+                            _peer_name(stream), reason)
             else:
-                raise CodecError(f"unknown hello {hello[0]!r:.40}")
-        except (CodecError, FrameError, ValueError, cbor2.CBORDecodeError) as exc:
-            log.warning("member %d: closing connection from %s: %s", self.id,
-                        _peer_name(stream), exc)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass
+                log.error("member %d: unexpected error on the connection from %s", self.id,
+                          _peer_name(stream), exc_info=exc)
         finally:
             await trio.aclose_forcefully(stream)
 
-    async def _serve_peer(self, reader: FrameReader) -> None:
+    async def _converse(self, stream: trio.SocketStream) -> None:
+        reader = FrameReader(stream)
+        first = await reader.read_frame()
+        if first is None:
+            return
+        hello = cbor2.loads(first)
+        if not isinstance(hello, list) or not hello:
+            raise CodecError("bad hello frame")
+        if hello[0] == HELLO_PEER:
+            if len(hello) != 3 or hello[1] != self.cluster_name:
+                raise CodecError(f"peer hello from another cluster: {hello!r:.100}")
+            peer = hello[2]
+            if type(peer) is not int or peer == self.id or peer not in self.cluster:
+                raise CodecError(f"peer hello from member {peer!r:.20}, not one of ours")
+            await self._serve_peer(reader, peer)
+        elif hello[0] == HELLO_CLIENT:
+            await serve_client(self, reader, stream)
+        else:
+            raise CodecError(f"unknown hello {hello[0]!r:.40}")
+
+    async def _serve_peer(self, reader: FrameReader, peer: int) -> None:
         inbox = self._inbox_send
         assert inbox is not None
         node_id = self.id
         async for frame in reader:
             msg = decode_message(frame)
-            if msg.dst != node_id:
-                raise CodecError(f"message for member {msg.dst} reached member {node_id}")
+            if msg.dst != node_id or msg.src != peer:
+                raise CodecError(
+                    f"message from {msg.src} to {msg.dst} on member {peer}'s connection "
+                    f"to member {node_id}"
+                )
             self.counters["messages_received"] += 1
             await inbox.send(msg)
+
+
+_BAD_INPUT = (CodecError, FrameError, ValueError, cbor2.CBORDecodeError)
+_CONNECTION_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
 def _peer_name(stream: trio.SocketStream) -> str:

@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from raft_trio.client import Client, connect
 from raft_trio.core import EntryKind
-from raft_trio.errors import RaftError
+from raft_trio.errors import RaftError, leaves
 from raft_trio.server import Timing
 from stress.cluster import Cluster, InProcessCluster, ProcessCluster, free_ports
 
@@ -337,16 +337,9 @@ def _failure_reason(exc: Exception) -> str | None:
     if isinstance(exc, ExceptionGroup):
         expected, other = exc.split(STEP_ERRORS)
         if expected is not None and other is None:
-            reasons = dict.fromkeys(str(e) or type(e).__name__ for e in _leaves(expected))
+            reasons = dict.fromkeys(str(e) or type(e).__name__ for e in leaves(expected))
             return "; ".join(reasons)
     return None
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    out: list[BaseException] = []
-    for exc in group.exceptions:
-        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return out
 
 
 def _percentiles(samples: list[float]) -> tuple[float, float]:

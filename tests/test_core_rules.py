@@ -673,3 +673,18 @@ def test_append_entries_are_capped_in_bytes_but_carry_at_least_one_entry() -> No
     assert sizes == [[300] * 3, [300] * 3, [300] * 3, [300], [5000], [10] * 3]
     # Together they are the whole log after the no-op, in order.
     assert [e.index for m in sent for e in m.entries] == list(range(2, 16))
+
+
+def test_messages_from_non_members_are_ignored() -> None:
+    candidate = node(term=1)
+    candidate.campaign()
+    candidate.ready()
+    # A vote from a stranger must not make a quorum, nor an answer crash the leader.
+    candidate.step(RequestVoteResponse(candidate.term, 99, 1, True))
+    assert role(candidate) is Role.CANDIDATE
+    leader = node(term=1)
+    elect(leader)
+    leader.step(AppendEntriesResponse(leader.term, 99, 1, True, 5, 0, 0, 0))
+    leader.step(HeartbeatResponse(leader.term, 99, 1))
+    leader.step(AppendEntries(leader.term + 5, 99, 1, 0, 0, (), 0))
+    assert role(leader) is Role.LEADER and leader.term == 2

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import socket
+import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import cbor2
 import pytest
 import trio
 
 import raft_trio
 from raft_trio import KVStateMachine, NotLeader, RaftServer, Role, Timing
+from raft_trio.core import Heartbeat
+from raft_trio.transport import encode_message, send_frames
 from stress.cluster import InProcessCluster, free_ports
 
 FAST = Timing(tick_interval=0.02, election_ticks=10)
@@ -178,3 +183,66 @@ async def test_client_reports_an_unreachable_cluster() -> None:
     async with raft_trio.connect([f"127.0.0.1:{port}"], timeout=0.5) as client:
         with pytest.raises(raft_trio.ClusterUnavailable, match="no leader answered"):
             await client.set("k", "v")
+
+
+async def _open_client_connection(address: str) -> trio.SocketStream:
+    host, port = address.rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    await send_frames(stream, [cbor2.dumps(["hello-client"])])
+    return stream
+
+
+async def _wait_closed(stream: trio.SocketStream) -> None:
+    with trio.fail_after(5):
+        try:
+            while await stream.receive_some():
+                pass
+        except trio.BrokenResourceError:
+            pass
+
+
+async def test_a_bad_client_request_closes_only_that_connection(
+    cluster: InProcessCluster,
+) -> None:
+    leader = await leader_of(cluster)
+    for bad in [cbor2.dumps("garbage"), b"\xff\xfe", cbor2.dumps([1, 2, 3])]:
+        stream = await _open_client_connection(leader.address)
+        await send_frames(stream, [bad])
+        await _wait_closed(stream)
+        await stream.aclose()
+    assert await leader.propose(["set", "still", "alive"]) is None
+
+
+async def test_a_client_that_resets_with_requests_in_flight_harms_no_one(
+    cluster: InProcessCluster,
+) -> None:
+    leader = await leader_of(cluster)
+    stream = await _open_client_connection(leader.address)
+    requests = [cbor2.dumps([i, "propose", [["set", f"r{i}", "v"]]]) for i in range(200)]
+    await send_frames(stream, requests)
+    # Close with a reset (SO_LINGER 0) while answers are still being written.
+    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    await stream.aclose()
+    await trio.sleep(0.5)
+    assert await leader.propose(["get", "r0"]) in ("v", None)
+    assert leader.role is Role.LEADER
+
+
+async def test_a_stranger_cannot_pose_as_a_peer(cluster: InProcessCluster) -> None:
+    leader = await leader_of(cluster)
+    term = leader.node.term  # type: ignore[union-attr]
+    host, port = leader.address.rsplit(":", 1)
+    for claimed in (99, leader.id):
+        stream = await trio.open_tcp_stream(host, int(port))
+        await send_frames(stream, [cbor2.dumps(["hello-peer", "raft-trio", claimed])])
+        await send_frames(stream, [encode_message(Heartbeat(term + 10, claimed, leader.id, 0))])
+        await _wait_closed(stream)
+        await stream.aclose()
+    # A real member's id, but messages signed as someone else: refused too.
+    other = next(i for i in cluster.members if i != leader.id)
+    stream = await trio.open_tcp_stream(host, int(port))
+    await send_frames(stream, [cbor2.dumps(["hello-peer", "raft-trio", other])])
+    await send_frames(stream, [encode_message(Heartbeat(term + 10, 99, leader.id, 0))])
+    await _wait_closed(stream)
+    await stream.aclose()
+    assert leader.role is Role.LEADER and leader.node.term == term  # type: ignore[union-attr]

@@ -214,8 +214,8 @@ class RaftNode:
                 self._maybe_commit()
 
     def step(self, msg: Message) -> None:
-        if msg.dst != self.id:
-            return
+        if msg.dst != self.id or msg.src == self.id or msg.src not in self.voters:
+            return  # misrouted, or from a stranger whose vote or answer must not count
         if msg.term > self.term:
             leader = msg.src if isinstance(msg, AppendEntries | Heartbeat) else None
             self._become_follower(msg.term, leader)
