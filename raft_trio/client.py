@@ -20,7 +20,13 @@ from typing import Any
 import cbor2
 import trio
 
-from raft_trio.errors import ClusterUnavailable, CommandError, NotLeader, RaftError
+from raft_trio.errors import (
+    ClusterUnavailable,
+    CommandError,
+    LeadershipLost,
+    NotLeader,
+    RaftError,
+)
 from raft_trio.server import HELLO_CLIENT, parse_address
 from raft_trio.transport import FrameError, FrameReader, send_frames
 
@@ -132,7 +138,20 @@ class Client:
 
     async def propose(self, commands: Sequence[Any]) -> list[Any]:
         """Replicate raw state-machine commands; returns their results in order."""
-        results: list[Any] = await self._request("propose", list(commands))
+        commands = list(commands)
+        results: list[Any] = []
+        deadline = trio.current_time() + self.timeout
+        while True:
+            try:
+                results += await self._request("propose", commands[len(results):])
+                break
+            except LeadershipLost as exc:
+                # Known not applied (past the applied prefix): proposing those again is safe.
+                results += exc.applied
+                if trio.current_time() >= deadline:
+                    raise ClusterUnavailable(
+                        f"leadership kept changing for {self.timeout:g}s: {exc}"
+                    ) from exc
         if not all(r is None for r in results):
             for result in results:
                 if isinstance(result, list) and len(result) == 2 and result[0] == "error":
@@ -165,11 +184,18 @@ class Client:
     # ---------------------------------------------------------- leader finding
 
     async def _request(self, op: str, *args: Any) -> Any:
-        async with self._lock:
-            return await self._request_locked(op, *args)
-
-    async def _request_locked(self, op: str, *args: Any) -> Any:
+        # The deadline counts from the call, not from when the connection is free.
         deadline = trio.current_time() + self.timeout
+        # A little grace so that the loop inside, which knows what went wrong, reports.
+        with trio.move_on_at(deadline + 0.25):
+            async with self._lock:
+                return await self._request_locked(op, deadline, *args)
+        raise ClusterUnavailable(
+            f"no leader answered within {self.timeout:g}s "
+            f"(members {', '.join(self.addresses)}; other requests held the connection)"
+        )
+
+    async def _request_locked(self, op: str, deadline: float, *args: Any) -> Any:
         backoff = 0.02
         last_problem = "no member tried"
         while True:
@@ -196,7 +222,9 @@ class Client:
                 continue
             if reply[1] == "ok":
                 return reply[2]
-            code, message, extra = reply[2], reply[3], reply[4] if len(reply) > 4 else None
+            code = reply[2]
+            message = str(reply[3]) if len(reply) > 3 else "no message"
+            extra = reply[4] if len(reply) > 4 else None
             if code == "not_leader":
                 last_problem = message
                 hint = extra[1] if isinstance(extra, list) and len(extra) == 2 else None
@@ -208,6 +236,9 @@ class Client:
                     backoff = min(backoff * 2, 0.5)
                 continue
             if code == "lost":
+                if op == "propose":
+                    # The caller knows how to resume after the applied prefix.
+                    raise LeadershipLost(message, extra if isinstance(extra, list) else [])
                 last_problem = message
                 continue
             if code == "bad_request":

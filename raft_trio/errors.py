@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class RaftError(Exception):
     """Base class of every error raft-trio raises on purpose."""
@@ -18,7 +20,16 @@ class NotLeader(RaftError):
 
 
 class LeadershipLost(RaftError):
-    """The proposal's entry was replaced by another leader's: it was not applied."""
+    """Entries of a proposal were replaced by another leader's: they were not applied.
+
+    `applied` holds the results of the batch's leading commands that were
+    applied before the lost ones (empty when none was): only the rest need
+    proposing again.
+    """
+
+    def __init__(self, message: str, applied: list[Any] | None = None):
+        super().__init__(message)
+        self.applied = applied if applied is not None else []
 
 
 class ClusterUnavailable(RaftError):

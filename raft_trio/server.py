@@ -84,7 +84,7 @@ class Timing:
 class _Proposal:
     """Waiting room for one batch of proposed commands."""
 
-    __slots__ = ("commands", "done", "error", "remaining", "results")
+    __slots__ = ("commands", "done", "error", "lost_from", "remaining", "results")
 
     def __init__(self, count: int, commands: Sequence[Any] | None = None):
         # Commands as decoded from a client's CBOR frame: the leader applies these
@@ -92,8 +92,37 @@ class _Proposal:
         self.commands = commands
         self.results: list[Any] = [None] * count
         self.remaining = count
+        # Position of the first entry known to be lost: entries are applied in
+        # order, so the ones before it are applied (or will be) and the rest never.
+        self.lost_from: int | None = None
         self.error: RaftError | None = None
         self.done = trio.Event()
+
+    def resolved(self, pos: int, result: Any) -> None:
+        self.results[pos] = result
+        self._settle()
+
+    def lost(self, pos: int) -> None:
+        if self.lost_from is None or pos < self.lost_from:
+            self.lost_from = pos
+        self._settle()
+
+    def fail(self, error: RaftError) -> None:
+        if not self.done.is_set():
+            self.error = error
+            self.done.set()
+
+    def _settle(self) -> None:
+        self.remaining -= 1
+        if self.remaining or self.done.is_set():
+            return
+        if self.lost_from is not None:
+            self.error = LeadershipLost(
+                f"a new leader replaced entries {self.lost_from + 1}-{len(self.results)} of "
+                f"this batch of {len(self.results)}: those were not applied",
+                applied=self.results[: self.lost_from],
+            )
+        self.done.set()
 
 
 @dataclass(slots=True)
@@ -113,6 +142,7 @@ class _Outbox:
 
 
 _TICK = object()
+_DURABLE = object()
 
 
 class RaftServer:
@@ -151,6 +181,10 @@ class RaftServer:
         self._durable: tuple[int, int] | None = None
         self._applied_event = trio.Event()
         self._leader_event = trio.Event()
+        self._stopped = False
+        # Index of the last entry handed to the disk writer: a Ready whose entries
+        # start at or below it has cut the log there.
+        self._last_handed = 0
 
     # ------------------------------------------------------------ public API
 
@@ -215,7 +249,10 @@ class RaftServer:
         except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:
             raise CommandError(f"command cannot be encoded as CBOR: {exc}") from None
         proposal = _Proposal(len(datas), commands if decoded_from_cbor else None)
-        await self._inbox_send.send(("propose", datas, proposal))
+        try:
+            await self._inbox_send.send(("propose", datas, proposal))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise RaftError("the server shut down before the entry was proposed") from None
         await proposal.done.wait()
         if proposal.error is not None:
             raise proposal.error
@@ -223,6 +260,7 @@ class RaftServer:
 
     async def wait_applied(self, index: int) -> None:
         while self.last_applied < index:
+            self._check_running()
             await self._applied_event.wait()
 
     async def wait_for_leader(self) -> int:
@@ -230,7 +268,12 @@ class RaftServer:
         while True:
             if self.node is not None and self.node.leader_id is not None:
                 return self.node.leader_id
+            self._check_running()
             await self._leader_event.wait()
+
+    def _check_running(self) -> None:
+        if self._stopped:
+            raise RaftError(f"member {self.id} has shut down")
 
     # ----------------------------------------------------------------- serve
 
@@ -256,6 +299,8 @@ class RaftServer:
         apply_send, apply_recv = trio.open_memory_channel[list[Entry]](1024)
         self._inbox_send = inbox_send
         self._outboxes = {peer: _Outbox() for peer in self.node.peers}
+        self._stopped = False
+        self._last_handed = self.node.log.last_index
         try:
             async with trio.open_nursery() as nursery:
                 host, port = parse_address(self.address)
@@ -272,9 +317,23 @@ class RaftServer:
                 task_status.started()
         finally:
             self._inbox_send = None
+            self._stopped = True
+            shut_down = RaftError("the server shut down before the entry was applied")
+            # Proposals still queued never reached the core; callers blocked on a full
+            # inbox get BrokenResourceError once it is closed.
+            while True:
+                try:
+                    item = inbox_recv.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                if isinstance(item, tuple) and item[0] == "propose":
+                    item[2].fail(shut_down)
+            inbox_recv.close()
+            self._fail_pending(shut_down)
+            self._applied_event.set()
+            self._leader_event.set()
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(wal.close)
-            self._fail_pending(RaftError("the server shut down before the entry was applied"))
 
     # ------------------------------------------------------------- node loop
 
@@ -318,6 +377,8 @@ class RaftServer:
     def _handle(self, node: RaftNode, item: Any) -> None:
         if item is _TICK:
             node.tick()
+        elif item is _DURABLE:
+            pass  # a wake-up only: the loop reads self._durable after draining
         elif isinstance(item, tuple):
             kind = item[0]
             if kind == "propose":
@@ -325,14 +386,11 @@ class RaftServer:
                 try:
                     first, term = node.propose(datas)
                 except NotLeaderError as exc:
-                    proposal.error = self._not_leader(exc.leader_id)
-                    proposal.done.set()
+                    proposal.fail(self._not_leader(exc.leader_id))
                     return
                 pending = self._pending
                 for pos in range(len(datas)):
                     pending[first + pos] = (term, proposal, pos)
-            elif kind == "durable":
-                pass  # a wake-up only: the loop reads self._durable after draining
         else:
             node.step(item)
 
@@ -354,6 +412,11 @@ class RaftServer:
             if soft.leader_id is not None:
                 self._leader_event.set()
                 self._leader_event = trio.Event()
+        if ready.entries:
+            first = ready.entries[0].index
+            if first <= self._last_handed and self._pending:
+                self._lose_pending_from(first)
+            self._last_handed = ready.entries[-1].index
         # The leader sends to its peers while its own write is still in flight.
         self._route(ready.messages)
         if ready.needs_persist() or ready.persisted_messages:
@@ -370,11 +433,16 @@ class RaftServer:
             box.queue.append(msg)
             box.wakeup.set()
 
+    def _lose_pending_from(self, index: int) -> None:
+        """The log was cut at `index`: our proposals from there on will never apply."""
+        pending = self._pending
+        for lost_index in [i for i in pending if i >= index]:
+            _, proposal, pos = pending.pop(lost_index)
+            proposal.lost(pos)
+
     def _fail_pending(self, error: RaftError) -> None:
         for _, proposal, _ in self._pending.values():
-            if not proposal.done.is_set():
-                proposal.error = error
-                proposal.done.set()
+            proposal.fail(error)
         self._pending.clear()
 
     # ------------------------------------------------------------ disk writer
@@ -405,7 +473,7 @@ class RaftServer:
                 assert self._inbox_send is not None
                 try:
                     # Never block here: the node loop may itself be waiting on us.
-                    self._inbox_send.send_nowait(("durable",))
+                    self._inbox_send.send_nowait(_DURABLE)
                 except trio.WouldBlock:
                     pass  # the loop is busy and will see self._durable on its next pass
             for queued in batch:
@@ -463,15 +531,9 @@ class RaftServer:
                 continue
             term, proposal, pos = waiting
             if term == entry.term:
-                proposal.results[pos] = result
-                proposal.remaining -= 1
-                if proposal.remaining == 0:
-                    proposal.done.set()
-            elif not proposal.done.is_set():
-                proposal.error = LeadershipLost(
-                    f"entry {entry.index} was replaced by another leader's"
-                )
-                proposal.done.set()
+                proposal.resolved(pos, result)
+            else:
+                proposal.lost(pos)
 
     # ------------------------------------------------------------ replicator
 

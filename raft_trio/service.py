@@ -47,7 +47,7 @@ async def serve_client(server: RaftServer, reader: FrameReader, stream: trio.abc
             await answer([request_id, "err", "not_leader", str(exc),
                           [exc.leader_id, exc.leader_address]])
         except LeadershipLost as exc:
-            await answer([request_id, "err", "lost", str(exc), None])
+            await answer([request_id, "err", "lost", str(exc), exc.applied])
         except (BadRequest, CommandError) as exc:
             await answer([request_id, "err", "bad_request", str(exc), None])
         except RaftError as exc:

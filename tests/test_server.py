@@ -246,3 +246,82 @@ async def test_a_stranger_cannot_pose_as_a_peer(cluster: InProcessCluster) -> No
     await _wait_closed(stream)
     await stream.aclose()
     assert leader.role is Role.LEADER and leader.node.term == term  # type: ignore[union-attr]
+
+
+def _isolate(cluster: InProcessCluster, member: int) -> None:
+    """Cut `member` off: it sends nothing and nothing reaches it (until _heal)."""
+    for node_id in cluster.running():
+        server = cluster.servers[node_id]
+        original = server._route
+        server._route = (  # type: ignore[method-assign]
+            (lambda msgs, original=original: None)
+            if node_id == member
+            else (lambda msgs, original=original: original([m for m in msgs if m.dst != member]))
+        )
+        server._original_route = original  # type: ignore[attr-defined]
+
+
+def _heal(cluster: InProcessCluster) -> None:
+    for node_id in cluster.running():
+        server = cluster.servers[node_id]
+        server._route = server._original_route  # type: ignore[attr-defined,method-assign]
+
+
+async def test_a_deposed_leaders_cut_proposals_fail_instead_of_hanging(
+    cluster: InProcessCluster,
+) -> None:
+    old = await leader_of(cluster)
+    await old.propose(["set", "before", "1"])
+    _isolate(cluster, old.id)
+    outcome: list[BaseException | list[object]] = []
+
+    async def propose_on_old_leader() -> None:
+        try:
+            outcome.append(await old.propose_many([["set", f"lost{i}", "x"] for i in range(50)]))
+        except raft_trio.RaftError as exc:
+            outcome.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(propose_on_old_leader)
+        # The others elect a new leader, which writes only its no-op: nothing
+        # ever refills the indexes of the 50 entries past it on the old leader.
+        with trio.fail_after(10):
+            while True:
+                others = [cluster.servers[i] for i in cluster.running() if i != old.id]
+                if any(s.role is Role.LEADER for s in others):
+                    break
+                await trio.sleep(0.02)
+        _heal(cluster)
+        with trio.fail_after(10):
+            while not outcome:
+                await trio.sleep(0.02)
+    (result,) = outcome
+    assert isinstance(result, raft_trio.LeadershipLost), result
+    assert result.applied == []
+    new = await leader_of(cluster)
+    assert await new.propose(["get", "lost0"]) is None
+    assert await new.propose(["get", "before"]) == "1"
+
+
+async def test_waiting_callers_are_released_when_a_member_stops(tmp_path: Path) -> None:
+    ports = free_ports(3)
+    members = {i + 1: f"127.0.0.1:{p}" for i, p in enumerate(ports)}
+    lonely = RaftServer(1, members, tmp_path, KVStateMachine(), timing=FAST)
+    errors: list[BaseException] = []
+
+    async def wait_for_a_leader_that_never_comes() -> None:
+        try:
+            await lonely.wait_for_leader()
+        except raft_trio.RaftError as exc:
+            errors.append(exc)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as outer:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(lonely.serve)
+                outer.start_soon(wait_for_a_leader_that_never_comes)
+                await trio.sleep(0.2)
+                nursery.cancel_scope.cancel()
+    assert len(errors) == 1 and "shut down" in str(errors[0])
+    with pytest.raises(RuntimeError, match="not running"):
+        await lonely.propose(["set", "a", "b"])
