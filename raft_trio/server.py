@@ -79,6 +79,9 @@ class Timing:
     # Measured with `raft-trio stress --processes` at 200k entries: ~10% more
     # entries/s than 32 in flight, since per-message costs dominate here.
     max_inflight: int = 1
+    # Longest a send to one peer may take before the connection is dropped and
+    # made again.
+    send_timeout: float = 5.0
 
 
 class _Proposal:
@@ -132,11 +135,16 @@ class _DiskJob:
     messages: list[Message]
 
 
+# Raft retransmits whatever matters, so a peer that falls this far behind
+# loses its oldest queued messages rather than growing memory without bound.
+MAX_OUTBOX = 4096
+
+
 @dataclass(slots=True)
 class _Outbox:
     """Messages waiting for one peer's replicator."""
 
-    queue: deque[Message] = field(default_factory=deque)
+    queue: deque[Message] = field(default_factory=lambda: deque(maxlen=MAX_OUTBOX))
     wakeup: trio.Event = field(default_factory=trio.Event)
     connected: bool = False
 
@@ -562,8 +570,15 @@ class RaftServer:
                         payloads = [self._encode(m) for m in box.queue]
                         box.queue.clear()
                         if payloads:
-                            await send_frames(stream, payloads)
-                            self.counters["messages_sent"] += len(payloads)
+                            # A peer that stopped reading (half-open connection, hung
+                            # process) would hold this send for minutes: reconnect instead.
+                            with trio.move_on_after(self.timing.send_timeout):
+                                await send_frames(stream, payloads)
+                                self.counters["messages_sent"] += len(payloads)
+                                continue
+                            log.warning("member %d: member %d took over %gs to take a send; "
+                                        "reconnecting", self.id, peer, self.timing.send_timeout)
+                            break
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 log.debug("member %d: connection to %d lost: %s", self.id, peer, exc)
             finally:

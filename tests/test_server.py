@@ -325,3 +325,34 @@ async def test_waiting_callers_are_released_when_a_member_stops(tmp_path: Path) 
     assert len(errors) == 1 and "shut down" in str(errors[0])
     with pytest.raises(RuntimeError, match="not running"):
         await lonely.propose(["set", "a", "b"])
+
+
+async def test_a_peer_that_stops_reading_is_reconnected_and_blocks_no_one(
+    tmp_path: Path,
+) -> None:
+    real = free_ports(2)
+    connections: list[trio.SocketStream] = []
+
+    async def never_reads(stream: trio.SocketStream) -> None:
+        connections.append(stream)
+        await trio.sleep_forever()
+
+    timing = Timing(tick_interval=0.02, election_ticks=10, send_timeout=0.5)
+    async with trio.open_nursery() as nursery:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        stuck_port = listeners[0].socket.getsockname()[1]
+        nursery.start_soon(trio.serve_listeners, never_reads, listeners)
+        members = {1: f"127.0.0.1:{real[0]}", 2: f"127.0.0.1:{real[1]}",
+                   3: f"127.0.0.1:{stuck_port}"}
+        harness = InProcessCluster(nursery, members, tmp_path, timing, "warning")
+        await harness.start(1)
+        await harness.start(2)
+        leader = await leader_of(harness)
+        with trio.fail_after(30):
+            # Far more than the socket buffers hold, so sends to member 3 block.
+            for i in range(40):
+                await leader.propose(["set", f"big{i}", "x" * 1_000_000])
+            while len(connections) < 2:
+                await trio.sleep(0.05)
+        assert await leader.propose(["get", "big39"]) == "x" * 1_000_000
+        nursery.cancel_scope.cancel()
