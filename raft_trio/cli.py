@@ -9,13 +9,14 @@ import math
 import signal
 import sys
 import tomllib
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import trio
 import typer
 
-from raft_trio.client import connect
+from raft_trio.client import cluster_status, connect
 from raft_trio.errors import RaftError, leaves
 from raft_trio.kv import KVStateMachine
 from raft_trio.server import RaftServer, Timing, parse_address
@@ -261,23 +262,6 @@ def kv_cas(
 # ------------------------------------------------------------------ status
 
 
-async def gather_status(members: dict[int, str], timeout: float) -> list[dict[str, Any]]:
-    rows: dict[int, dict[str, Any]] = {}
-    client = connect(list(members.values()), request_timeout=timeout)
-
-    async def one(node_id: int, address: str) -> None:
-        try:
-            rows[node_id] = await client.status(address)
-        except (OSError, trio.TooSlowError, trio.BrokenResourceError, RaftError) as exc:
-            rows[node_id] = {"id": node_id, "address": address, "role": "down",
-                             "error": str(exc) or type(exc).__name__}
-
-    async with trio.open_nursery() as nursery:
-        for node_id, address in members.items():
-            nursery.start_soon(one, node_id, address)
-    return [rows[i] for i in sorted(rows)]
-
-
 STATUS_COLUMNS = ["id", "address", "role", "term", "leader", "commit", "last_index", "applied"]
 
 
@@ -290,7 +274,7 @@ def status(
     """Show every member: role, term, leader, commit index, last index, applied."""
     members = parse_cluster(cluster, ids_required=False)
     _check_timeout(timeout)
-    rows = trio.run(gather_status, members, timeout)
+    rows = list(trio.run(partial(cluster_status, members, timeout=timeout)).values())
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -322,7 +306,9 @@ def stress(
         Path | None, typer.Option("--data-dir", help="Where members keep data (default: temp).")
     ] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the data directory.")] = False,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for ports, keys and choices.")] = 0,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed for the choice of member whose data is deleted.")
+    ] = 0,
     base_port: Annotated[
         int, typer.Option("--base-port", help="First member port (0: pick free ports).")
     ] = 0,

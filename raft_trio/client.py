@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -158,29 +158,6 @@ class Client:
                     raise CommandError(str(result[1]))
         return results
 
-    # ------------------------------------------------------- member inspection
-
-    async def status(self, address: str) -> dict[str, Any]:
-        """Status of one member, asked directly (no redirect)."""
-        result: dict[str, Any] = await self._direct(address, "status")
-        return result
-
-    async def read_log(self, address: str, start: int, count: int) -> list[list[Any]]:
-        """Up to `count` raw entries [index, term, kind, data] of one member's log."""
-        result: list[list[Any]] = await self._direct(address, "log", start, count)
-        return result
-
-    async def _direct(self, address: str, op: str, *args: Any) -> Any:
-        with trio.fail_after(self.request_timeout):
-            conn = await _Connection.open(address)
-            try:
-                reply = await conn.call(op, *args)
-            finally:
-                await conn.aclose()
-        if reply[1] != "ok":
-            raise RaftError(f"{address}: {reply[3]}")
-        return reply[2]
-
     # ---------------------------------------------------------- leader finding
 
     async def _request(self, op: str, *args: Any) -> Any:
@@ -264,6 +241,54 @@ class Client:
         self._target = self.addresses.index(address)
 
 
+async def _ask_member(address: str, timeout: float, op: str, *args: Any) -> Any:
+    """One request to one member, no redirect: for inspecting members, not for the KV."""
+    with trio.fail_after(timeout):
+        conn = await _Connection.open(address)
+        try:
+            reply = await conn.call(op, *args)
+        finally:
+            await conn.aclose()
+    if reply[1] != "ok":
+        raise RaftError(f"{address}: {reply[3] if len(reply) > 3 else reply[2]}")
+    return reply[2]
+
+
+async def member_status(
+    address: str, *, timeout: float = DEFAULT_REQUEST_TIMEOUT
+) -> dict[str, Any]:
+    """Status of the member at `address`: role, term, leader, commit, last index, applied..."""
+    result: dict[str, Any] = await _ask_member(address, timeout, "status")
+    return result
+
+
+async def cluster_status(
+    members: Mapping[int, str], *, timeout: float = DEFAULT_REQUEST_TIMEOUT
+) -> dict[int, dict[str, Any]]:
+    """Every member's status, asked at once; an unreachable one has role "down" and an error."""
+    rows: dict[int, dict[str, Any]] = {}
+
+    async def one(node_id: int, address: str) -> None:
+        try:
+            rows[node_id] = await member_status(address, timeout=timeout)
+        except (OSError, trio.TooSlowError, trio.BrokenResourceError, RaftError) as exc:
+            rows[node_id] = {"id": node_id, "address": address, "role": "down",
+                             "error": str(exc) or type(exc).__name__}
+
+    async with trio.open_nursery() as nursery:
+        for node_id, address in members.items():
+            nursery.start_soon(one, node_id, address)
+    return {i: rows[i] for i in sorted(rows)}
+
+
+async def read_member_log(
+    address: str, start: int, count: int, *, timeout: float = DEFAULT_REQUEST_TIMEOUT
+) -> list[list[Any]]:
+    """Up to `count` raw entries [index, term, kind, data] of one member's log from `start`."""
+    result: list[list[Any]] = await _ask_member(address, timeout, "log", start, count)
+    return result
+
+
 def connect(
     addresses: Sequence[str] | str,
     *,
@@ -284,4 +309,12 @@ def _check_str(**values: Any) -> None:
             raise TypeError(f"{name} must be str, not {type(value).__name__}")
 
 
-__all__ = ["Client", "ClusterUnavailable", "NotLeader", "connect"]
+__all__ = [
+    "Client",
+    "ClusterUnavailable",
+    "NotLeader",
+    "cluster_status",
+    "connect",
+    "member_status",
+    "read_member_log",
+]

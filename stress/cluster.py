@@ -150,11 +150,6 @@ class ProcessCluster(Cluster):
         proc.kill()
         await proc.wait()
 
-    async def kill(self, node_id: int) -> None:
-        proc = self.procs.pop(node_id)
-        proc.kill()
-        await proc.wait()
-
     def peak_rss(self) -> dict[int, int]:
         for node_id, proc in self.procs.items():
             self.rss[node_id] = max(self.rss.get(node_id, 0), _peak_rss(proc.pid))

@@ -18,7 +18,7 @@ import trio
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from raft_trio.client import Client, connect
+from raft_trio.client import Client, cluster_status, connect, read_member_log
 from raft_trio.core import EntryKind
 from raft_trio.errors import RaftError, leaves
 from raft_trio.server import Timing
@@ -74,19 +74,10 @@ class Checklist:
         return connect(self.addresses, timeout=self.o.step_timeout, request_timeout=10.0)
 
     async def statuses(self) -> dict[int, dict[str, Any]]:
-        out: dict[int, dict[str, Any]] = {}
-        probe = connect(self.addresses, request_timeout=2.0)
-
-        async def one(node_id: int) -> None:
-            try:
-                out[node_id] = await probe.status(self.cluster.members[node_id])
-            except (OSError, trio.TooSlowError, trio.BrokenResourceError, RaftError):
-                pass
-
-        async with trio.open_nursery() as nursery:
-            for node_id in self.up_ids:
-                nursery.start_soon(one, node_id)
-        return out
+        """Status of every started member that answers."""
+        members = {i: self.cluster.members[i] for i in self.up_ids}
+        rows = await cluster_status(members, timeout=2.0)
+        return {i: row for i, row in rows.items() if row["role"] != "down"}
 
     async def wait_until(
         self, what: str, check: Callable[[], Awaitable[str | None]], timeout: float | None = None
@@ -137,14 +128,13 @@ class Checklist:
 
     async def read_log(self, node_id: int) -> LogSummary:
         address = self.cluster.members[node_id]
-        reader = connect([address], request_timeout=30.0)
         digest = hashlib.sha256()
         per_client: dict[int, list[int]] = {}
         commands = 0
         start = 1
         last = 0
         while True:
-            page = await reader.read_log(address, start, LOG_PAGE)
+            page = await read_member_log(address, start, LOG_PAGE, timeout=30.0)
             if not page:
                 break
             for index, term, kind, data in page:

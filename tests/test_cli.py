@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from stress.cluster import free_ports
+
 RAFT = [sys.executable, "-m", "raft_trio"]
 # Wide enough that rich never wraps a table row or a PASS line.
 ENV = {k: v for k, v in os.environ.items() if k != "RAFT_TRIO_CLUSTER"}
@@ -34,18 +36,6 @@ SETTLE_TIMEOUT = 60.0  # waiting for elections and catch-up
 
 # ------------------------------------------------------------------ helpers
 
-
-def free_ports(count: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def raft(*args: str, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:

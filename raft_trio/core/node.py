@@ -102,16 +102,6 @@ class Ready:
     def needs_persist(self) -> bool:
         return self.hard_state is not None or bool(self.entries)
 
-    def __bool__(self) -> bool:
-        return bool(
-            self.hard_state is not None
-            or self.entries
-            or self.messages
-            or self.persisted_messages
-            or self.committed
-            or self.soft_state is not None
-        )
-
 
 class RaftNode:
     def __init__(

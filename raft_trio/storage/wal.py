@@ -387,7 +387,6 @@ class WAL:
     def bytes_on_disk(self) -> int:
         return self._older_bytes + self._size
 
-    @property
     def directory(self) -> Path:
         return self._dir
 
