@@ -448,3 +448,16 @@ def test_rotation_syncs_old_segment_and_directory(
     wal.sync()  # nothing written since: no syscall needed
     assert events == []
     wal.close()
+
+
+def test_every_directory_level_created_is_made_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import raft_trio.storage.wal as wal_module
+
+    synced: list[Path] = []
+    real = wal_module._fsync_dir
+    monkeypatch.setattr(wal_module, "_fsync_dir", lambda p: (synced.append(Path(p)), real(p)))
+    WAL.open(tmp_path / "a" / "b" / "wal")[0].close()
+    for parent in (tmp_path, tmp_path / "a", tmp_path / "a" / "b"):
+        assert parent in synced

@@ -87,6 +87,18 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _make_durable_dirs(directory: Path) -> None:
+    """mkdir -p, fsyncing the parent of every level created so none vanishes in a crash."""
+    missing = []
+    path = directory.absolute()
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    for new in reversed(missing):
+        new.mkdir(exist_ok=True)
+        _fsync_dir(new.parent)
+
+
 def _all_zero(data: bytes, start: int) -> bool:
     return data.count(0, start) == len(data) - start
 
@@ -268,9 +280,7 @@ class WAL:
         if segment_bytes <= 0:
             raise ValueError("segment_bytes must be positive")
         directory = Path(directory)
-        if not directory.is_dir():
-            directory.mkdir(parents=True, exist_ok=True)
-            _fsync_dir(directory.parent)
+        _make_durable_dirs(directory)
 
         segments = _list_segments(directory)
         replayer = _Replayer()
