@@ -44,6 +44,7 @@ from raft_trio.errors import CommandError, LeadershipLost, NotLeader, RaftError,
 from raft_trio.service import serve_client
 from raft_trio.statemachine import StateMachine
 from raft_trio.storage import WAL
+from raft_trio.syncthread import SyncThread
 from raft_trio.transport import (
     CodecError,
     FrameError,
@@ -458,6 +459,16 @@ class RaftServer:
     async def _disk_writer(self, jobs: trio.MemoryReceiveChannel[_DiskJob]) -> None:
         wal = self.wal
         assert wal is not None
+        syncer = SyncThread(f"raft-trio wal {self.id}")
+        try:
+            await self._write_jobs(wal, syncer, jobs)
+        finally:
+            with trio.CancelScope(shield=True):
+                await syncer.stop()
+
+    async def _write_jobs(
+        self, wal: WAL, syncer: SyncThread, jobs: trio.MemoryReceiveChannel[_DiskJob]
+    ) -> None:
         async for job in jobs:
             batch = [job]
             while True:
@@ -473,7 +484,7 @@ class RaftServer:
                 if queued.entries:
                     _merge_entries(entries, queued.entries)
             if hard_state is not None or entries:
-                await trio.to_thread.run_sync(_write_and_sync, wal, hard_state, entries)
+                await syncer.run(_write_and_sync, wal, hard_state, entries)
                 self.counters["fsyncs"] += 1
             if entries:
                 last = entries[-1]
