@@ -576,3 +576,15 @@ def test_stopped_member_shows_down_and_members_exit_cleanly(cluster: Cluster) ->
     proc = subprocess.run(damaged_member.command, capture_output=True, text=True,
                           env=ENV, timeout=30, stdin=subprocess.DEVNULL)
     assert "refusing to start" in short_error(proc, 1), show(proc)
+
+
+def test_the_embedding_example_runs() -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / "embedded.py"
+    proc = subprocess.run(
+        [sys.executable, str(example)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "greeting = hello" in proc.stdout
+    assert "a = 3" in proc.stdout
+    assert "a follower refuses" in proc.stdout
+    assert proc.stdout.rstrip().endswith("all members stopped")
