@@ -284,7 +284,11 @@ def status(
     table = Table(*STATUS_COLUMNS)
     for row in rows:
         table.add_row(*("-" if row.get(c) is None else str(row.get(c)) for c in STATUS_COLUMNS))
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:
+        # Piped output would be squeezed to 80 columns, cutting addresses short.
+        console = Console(width=160)
+    console.print(table)
 
 
 # ------------------------------------------------------------------ stress
