@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Hashable
+from typing import Any, BinaryIO
+
+import cbor2
+
+# The first item of a snapshot: a tag so that some other state machine's
+# snapshot is refused by name, and a version for later changes of layout.
+_SNAPSHOT_TAG = "raft-trio-kv"
+_SNAPSHOT_VERSION = 1
 
 
 class KVStateMachine:
@@ -59,3 +67,61 @@ class KVStateMachine:
                 append(apply(command))
         return results
 
+    def snapshot(self, out: BinaryIO) -> None:
+        """Write the whole state to `out` as CBOR items, one per key.
+
+        Layout: ``["raft-trio-kv", 1, key count]`` then ``[key, value]`` for
+        each key, in insertion order. Items are encoded one at a time so the
+        state is never copied whole into memory.
+        """
+        encode = cbor2.CBOREncoder(out).encode
+        encode([_SNAPSHOT_TAG, _SNAPSHOT_VERSION, len(self.data)])
+        for item in self.data.items():
+            encode(item)
+
+    def restore(self, src: BinaryIO) -> None:
+        """Replace the state with one written by snapshot(), reading `src` item by item.
+
+        Raises ValueError, with the state untouched, on anything snapshot()
+        could not have written. Keys and values are not required to be str:
+        apply() stores whatever hashable key and value a command carries, and
+        a member's own snapshot must always be restorable.
+        """
+        decode = cbor2.CBORDecoder(src).decode
+        header = _decode_item(decode, "header")
+        if (
+            type(header) is not list
+            or len(header) != 3
+            or header[0] != _SNAPSHOT_TAG
+            or type(header[2]) is not int
+            or header[2] < 0
+        ):
+            raise ValueError(f"KV snapshot: bad header {header!r:.80}")
+        if type(header[1]) is not int or header[1] != _SNAPSHOT_VERSION:
+            raise ValueError(f"KV snapshot: unsupported format version {header[1]!r:.20}")
+        count: int = header[2]
+        data: dict[Any, Any] = {}
+        for i in range(count):
+            item = _decode_item(decode, f"entry {i} of {count}")
+            if type(item) is not list or len(item) != 2 or not isinstance(item[0], Hashable):
+                raise ValueError(f"KV snapshot: entry {i} is not a [key, value] pair: {item!r:.80}")
+            key, value = item
+            try:
+                if key in data:
+                    raise ValueError(f"KV snapshot: duplicate key {key!r:.80} at entry {i}")
+            except TypeError:
+                # Hashable by type but not by content, like a tuple holding a list.
+                raise ValueError(f"KV snapshot: unhashable key at entry {i}: {key!r:.80}") from None
+            data[key] = value
+        if src.read(1):
+            raise ValueError(f"KV snapshot: data after the {count} entries the header announced")
+        self.data = data
+
+
+def _decode_item(decode: Callable[[], Any], what: str) -> Any:
+    try:
+        return decode()
+    except cbor2.CBORDecodeEOF:
+        raise ValueError(f"KV snapshot: ends before the {what}") from None
+    except (cbor2.CBORDecodeError, RecursionError) as exc:
+        raise ValueError(f"KV snapshot: undecodable {what}: {exc}") from None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 
 class StateMachine(Protocol):
@@ -20,3 +20,25 @@ class StateMachine(Protocol):
 # A state machine may also define `apply_batch(commands: list) -> list`, the
 # results of applying each command in order; the server calls it for runs of
 # commands when present, to save a call per command on the hot path.
+
+# A state machine may also define the snapshot pair, which log compaction
+# needs: without it the log can never be trimmed. Both stream through a file
+# object so that a large state is never held twice in memory:
+#
+# - `snapshot(out)` writes the whole state to `out`. It is called between
+#   applies, never during one, and must not close `out`.
+# - `restore(src)` replaces the whole state with what `snapshot` wrote,
+#   reading `src` to its end. On bad input it raises ValueError and leaves the
+#   old state as it was, so a member that is handed a bad snapshot can still
+#   serve from what it had.
+#
+# A restored state must behave exactly like the one that was snapshotted,
+# since followers catch up from snapshots while the leader kept applying.
+
+
+class SnapshotStateMachine(StateMachine, Protocol):
+    """A StateMachine that also supports the optional snapshot pair described above."""
+
+    def snapshot(self, out: BinaryIO) -> None: ...
+
+    def restore(self, src: BinaryIO) -> None: ...
