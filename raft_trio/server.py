@@ -380,7 +380,9 @@ class RaftServer:
             if self._durable is not None:
                 node.persisted(*self._durable)
                 self._durable = None
-            if node.has_ready():
+            # More than one Ready when a long run of committed entries is handed
+            # out in slices; each dispatch awaits, so other tasks run in between.
+            while node.has_ready():
                 await self._dispatch(node, node.ready(), disk, applier)
 
     def _handle(self, node: RaftNode, item: Any) -> None:

@@ -688,3 +688,12 @@ def test_messages_from_non_members_are_ignored() -> None:
     leader.step(HeartbeatResponse(leader.term, 99, 1))
     leader.step(AppendEntries(leader.term + 5, 99, 1, 0, 0, (), 0))
     assert role(leader) is Role.LEADER and leader.term == 2
+
+
+def test_committed_entries_are_handed_out_in_bounded_slices() -> None:
+    n = node(term=1, commit=25, entries=log_of([1] * 25),
+             config=Config(max_committed_per_ready=10))
+    slices = []
+    while n.has_ready():
+        slices.append([e.index for e in n.ready().committed])
+    assert slices == [list(range(1, 11)), list(range(11, 21)), list(range(21, 26))]

@@ -67,12 +67,15 @@ class Config:
     # Keeps every AppendEntries far below the transport's maximum frame size.
     max_append_bytes: int = 8 * 1024 * 1024
     max_inflight: int = 32
+    # Committed entries handed out per Ready: a restarted member may have a
+    # million to apply, and the driver must stay responsive meanwhile.
+    max_committed_per_ready: int = 8192
 
     def __post_init__(self) -> None:
         if self.election_ticks <= self.heartbeat_ticks:
             raise ValueError("election_ticks must exceed heartbeat_ticks")
         if min(self.heartbeat_ticks, self.max_append_entries, self.max_append_bytes,
-               self.max_inflight) < 1:
+               self.max_inflight, self.max_committed_per_ready) < 1:
             raise ValueError("heartbeat_ticks and the max_append/max_inflight limits must be >= 1")
 
 
@@ -251,8 +254,9 @@ class RaftNode:
             ready.hard_state = HardState(self.term, self.vote, self.commit)
             self._persisted_term_vote = (self.term, self.vote)
         if self.applied < self.commit:
-            ready.committed = self.log.slice(self.applied + 1, self.commit + 1)
-            self.applied = self.commit
+            upto = min(self.commit, self.applied + self.config.max_committed_per_ready)
+            ready.committed = self.log.slice(self.applied + 1, upto + 1)
+            self.applied = upto
         soft = self._soft_state()
         if soft != self._last_soft:
             ready.soft_state = soft
