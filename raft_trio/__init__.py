@@ -10,7 +10,7 @@ from raft_trio.errors import (
     RaftError,
 )
 from raft_trio.kv import KVStateMachine
-from raft_trio.server import RaftServer, Timing
+from raft_trio.server import RaftServer, SnapshotPolicy, Timing
 from raft_trio.statemachine import StateMachine
 
 __version__ = "0.1.0"
@@ -25,6 +25,7 @@ __all__ = [
     "RaftError",
     "RaftServer",
     "Role",
+    "SnapshotPolicy",
     "StateMachine",
     "Timing",
     "connect",

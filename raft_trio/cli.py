@@ -16,11 +16,11 @@ from typing import Annotated, Any, NoReturn
 import trio
 import typer
 
-from raft_trio.client import cluster_status, connect
+from raft_trio.client import cluster_status, connect, snapshot_member
 from raft_trio.errors import RaftError, leaves
 from raft_trio.kv import KVStateMachine
-from raft_trio.server import RaftServer, Timing, parse_address
-from raft_trio.storage import WALCorruption
+from raft_trio.server import RaftServer, SnapshotPolicy, Timing, parse_address
+from raft_trio.storage import SnapshotCorruption, WALCorruption
 
 app = typer.Typer(
     help="raft-trio: a Raft consensus daemon and library built on Trio.",
@@ -99,6 +99,8 @@ def _setup_logging(level: str) -> None:
 
 # ------------------------------------------------------------------- serve
 
+_DEFAULT_SNAPSHOTS = SnapshotPolicy()
+
 
 @app.command()
 def serve(
@@ -120,6 +122,18 @@ def serve(
     listen_host: Annotated[
         str | None, typer.Option("--listen-host", help="Bind here instead of the member's host.")
     ] = None,
+    snapshot_entries: Annotated[int, typer.Option(
+        "--snapshot-entries",
+        help="Snapshot after this many entries applied since the last snapshot (0: only on "
+             "request).")] = _DEFAULT_SNAPSHOTS.entries,
+    snapshot_bytes: Annotated[int, typer.Option(
+        "--snapshot-bytes",
+        help="... or once the commands applied since then add up to this many bytes (0: no "
+             "limit).")] = _DEFAULT_SNAPSHOTS.bytes,
+    snapshot_trailing: Annotated[int, typer.Option(
+        "--snapshot-trailing",
+        help="Entries kept in the log behind a snapshot for followers that lag a little.",
+    )] = _DEFAULT_SNAPSHOTS.trailing,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning.")] = "info",
 ) -> None:
     """Run one member of a cluster until Ctrl-C or SIGTERM."""
@@ -149,17 +163,21 @@ def serve(
         fail("give --data-dir (or data_dir in --config)", 2)
     if not math.isfinite(tick) or tick <= 0 or election_ticks < 2:
         fail("--tick must be positive and --election-ticks at least 2", 2)
+    if min(snapshot_entries, snapshot_bytes, snapshot_trailing) < 0:
+        fail("--snapshot-entries, --snapshot-bytes and --snapshot-trailing must be >= 0", 2)
     _setup_logging(log_level)
     timing = Timing(tick_interval=tick, election_ticks=election_ticks)
+    policy = SnapshotPolicy(entries=snapshot_entries, bytes=snapshot_bytes,
+                            trailing=snapshot_trailing)
     server = RaftServer(node_id, members, data_dir, KVStateMachine(), timing=timing,
-                        listen_host=listen_host)
+                        snapshots=policy, listen_host=listen_host)
     try:
         trio.run(_serve_until_signalled, server)
     except Exception as exc:
         # Errors from inside the server's nurseries arrive wrapped in ExceptionGroups.
         errors = leaves(exc)
         error = errors[0] if len(errors) == 1 else exc
-        if isinstance(error, WALCorruption):
+        if isinstance(error, WALCorruption | SnapshotCorruption | RaftError):
             fail(f"refusing to start: {error}")
         if isinstance(error, OSError):
             fail(f"member {node_id} cannot start: {error}")
@@ -262,7 +280,8 @@ def kv_cas(
 # ------------------------------------------------------------------ status
 
 
-STATUS_COLUMNS = ["id", "address", "role", "term", "leader", "commit", "last_index", "applied"]
+STATUS_COLUMNS = ["id", "address", "role", "term", "leader", "commit", "last_index", "applied",
+                  "snapshot_index", "log_bytes"]
 
 
 @app.command()
@@ -271,7 +290,8 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait per member.")] = 2.0,
 ) -> None:
-    """Show every member: role, term, leader, commit index, last index, applied."""
+    """Show every member: role, term, leader, commit index, last index, applied,
+    snapshot index and log size on disk."""
     members = parse_cluster(cluster, ids_required=False)
     _check_timeout(timeout)
     rows = list(trio.run(partial(cluster_status, members, timeout=timeout)).values())
@@ -281,14 +301,78 @@ def status(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(*STATUS_COLUMNS)
+    table = Table(*STATUS_HEADERS)
     for row in rows:
-        table.add_row(*("-" if row.get(c) is None else str(row.get(c)) for c in STATUS_COLUMNS))
+        table.add_row(*(_status_cell(row, c) for c in STATUS_COLUMNS))
     console = Console()
     if not console.is_terminal:
         # Piped output would be squeezed to 80 columns, cutting addresses short.
         console = Console(width=160)
     console.print(table)
+
+
+STATUS_HEADERS = [*STATUS_COLUMNS[:-2], "snapshot", "log_size"]
+
+
+def _status_cell(row: dict[str, Any], column: str) -> str:
+    value = row.get(column)
+    if value is None:
+        return "-"
+    if column == "log_bytes":
+        return _human_bytes(int(value))
+    return str(value)
+
+
+def _human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------- snapshot
+
+
+@app.command()
+def snapshot(
+    cluster: ClusterOpt,
+    member: Annotated[int | None, typer.Option(
+        "--id", help="Only this member (default: every member).")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait per member.")] = 60.0,
+) -> None:
+    """Have members snapshot their applied state now, and compact their logs."""
+    members = parse_cluster(cluster, ids_required=False)
+    _check_timeout(timeout)
+    if member is not None:
+        if member not in members:
+            fail(f"--id {member} is not in the cluster {sorted(members)}", 2)
+        members = {member: members[member]}
+    results: dict[int, int | str] = {}
+
+    async def one(node_id: int, address: str) -> None:
+        try:
+            results[node_id] = await snapshot_member(address, timeout=timeout)
+        except (OSError, trio.TooSlowError, trio.BrokenResourceError, RaftError) as exc:
+            results[node_id] = str(exc) or type(exc).__name__
+
+    async def run() -> None:
+        async with trio.open_nursery() as nursery:
+            for node_id, address in members.items():
+                nursery.start_soon(one, node_id, address)
+
+    trio.run(run)
+    failed = []
+    for node_id in sorted(results):
+        result = results[node_id]
+        if isinstance(result, int):
+            typer.echo(f"member {node_id}: snapshot at index {result}")
+        else:
+            failed.append(node_id)
+            typer.echo(f"member {node_id}: {result}", err=True)
+    if failed:
+        fail(f"no snapshot from member(s) {', '.join(map(str, failed))}")
 
 
 # ------------------------------------------------------------------ stress
@@ -316,6 +400,13 @@ def stress(
     base_port: Annotated[
         int, typer.Option("--base-port", help="First member port (0: pick free ports).")
     ] = 0,
+    snapshot_entries: Annotated[int | None, typer.Option(
+        "--snapshot-entries",
+        help="Members snapshot every this many entries (default: serve's default); small "
+             "values make step 10 rebuild the deleted member from a snapshot.")] = None,
+    snapshot_trailing: Annotated[int | None, typer.Option(
+        "--snapshot-trailing",
+        help="Entries members keep behind a snapshot (default: serve's default).")] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="Member log level.")] = "warning",
 ) -> None:
     """Build a cluster and run the ten-step correctness checklist, printing entries/s."""
@@ -328,11 +419,14 @@ def stress(
         fail(f"--up must be between a quorum ({servers // 2 + 1}) and --servers ({servers})", 2)
     if base_port and not 1 <= base_port <= 65536 - servers:
         fail(f"--base-port must leave room for {servers} ports below 65536", 2)
+    if min(snapshot_entries or 0, snapshot_trailing or 0) < 0:
+        fail("--snapshot-entries and --snapshot-trailing must be >= 0", 2)
     _setup_logging(log_level)
     options = StressOptions(
         entries=entries, batch=batch, clients=clients, servers=servers, up=up_count,
         processes=processes, data_dir=data_dir, keep=keep, seed=seed, base_port=base_port,
-        log_level=log_level,
+        log_level=log_level, snapshot_entries=snapshot_entries,
+        snapshot_trailing=snapshot_trailing,
     )
     ok = run_stress(options)
     raise typer.Exit(0 if ok else 1)

@@ -289,6 +289,20 @@ async def read_member_log(
     return result
 
 
+async def snapshot_member(address: str, *, timeout: float = 60.0) -> int:
+    """Have the member at `address` snapshot what it has applied; returns the snapshot's index."""
+    result: int = await _ask_member(address, timeout, "snapshot")
+    return result
+
+
+async def read_member_state(
+    address: str, position: int, count: int, *, timeout: float = DEFAULT_REQUEST_TIMEOUT
+) -> tuple[int, list[list[Any]]]:
+    """The member's applied index and up to `count` [key, value] pairs of its state."""
+    applied, items = await _ask_member(address, timeout, "dump", position, count)
+    return applied, items
+
+
 def connect(
     addresses: Sequence[str] | str,
     *,
@@ -317,4 +331,6 @@ __all__ = [
     "connect",
     "member_status",
     "read_member_log",
+    "read_member_state",
+    "snapshot_member",
 ]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
+from functools import partial
+from itertools import islice
 from typing import Any, BinaryIO
 
 import cbor2
@@ -74,10 +76,19 @@ class KVStateMachine:
         each key, in insertion order. Items are encoded one at a time so the
         state is never copied whole into memory.
         """
-        encode = cbor2.CBOREncoder(out).encode
-        encode([_SNAPSHOT_TAG, _SNAPSHOT_VERSION, len(self.data)])
-        for item in self.data.items():
-            encode(item)
+        _write_state(self.data, out)
+
+    def capture_snapshot(self) -> Callable[[BinaryIO], None]:
+        """The state as of now, for snapshot() to write later while applies go on.
+
+        A shallow copy: the keys and values themselves are shared, not
+        duplicated, so it costs a pointer pair per key.
+        """
+        return partial(_write_state, self.data.copy())
+
+    def page(self, position: int, count: int) -> list[list[Any]]:
+        """Up to `count` [key, value] pairs from `position` in insertion order."""
+        return [list(item) for item in islice(self.data.items(), position, position + count)]
 
     def restore(self, src: BinaryIO) -> None:
         """Replace the state with one written by snapshot(), reading `src` item by item.
@@ -116,6 +127,13 @@ class KVStateMachine:
         if src.read(1):
             raise ValueError(f"KV snapshot: data after the {count} entries the header announced")
         self.data = data
+
+
+def _write_state(data: dict[Any, Any], out: BinaryIO) -> None:
+    encode = cbor2.CBOREncoder(out).encode
+    encode([_SNAPSHOT_TAG, _SNAPSHOT_VERSION, len(data)])
+    for item in data.items():
+        encode(item)
 
 
 def _decode_item(decode: Callable[[], Any], what: str) -> Any:

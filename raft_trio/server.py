@@ -10,19 +10,24 @@ Tasks, all children of the nursery opened by `RaftServer.serve`:
   the others because its queue is dropped while it is unreachable;
 - disk writer: appends to the WAL and fsyncs once per batch of queued writes,
   then releases the messages that claimed durability;
-- applier: applies committed entries in order and wakes the proposers;
-- listener: peers and clients on one port.
+- applier: applies committed entries in order and wakes the proposers,
+  restores snapshots from the leader and starts snapshots of its own;
+- snapshot writers: a task per snapshot of its own, writing a captured state
+  while the rest goes on;
+- listener: peers and clients on one port; a follower's inbound connection
+  from the leader also stores the chunks of a snapshot the leader streams.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import cbor2
 import trio
@@ -33,17 +38,30 @@ from raft_trio.core import (
     Entry,
     EntryKind,
     HardState,
+    InstallSnapshot,
     Message,
     NotLeaderError,
     RaftNode,
     Ready,
     Role,
+    SnapshotRef,
 )
 from raft_trio.encoding import pack_entries
 from raft_trio.errors import CommandError, LeadershipLost, NotLeader, RaftError, leaves
 from raft_trio.service import serve_client
 from raft_trio.statemachine import StateMachine
-from raft_trio.storage import WAL
+from raft_trio.storage import (
+    WAL,
+    IncomingSnapshot,
+    SnapshotCorruption,
+    SnapshotMeta,
+    list_snapshots,
+    open_snapshot,
+    remove_older_snapshots,
+    remove_partial_snapshots,
+    snapshot_name,
+    write_snapshot,
+)
 from raft_trio.syncthread import SyncThread
 from raft_trio.transport import (
     CodecError,
@@ -53,6 +71,7 @@ from raft_trio.transport import (
     encode_message,
     send_frames,
 )
+from raft_trio.transport.chunks import SnapshotAck, SnapshotChunk
 
 log = logging.getLogger("raft_trio.server")
 
@@ -83,6 +102,37 @@ class Timing:
     # Longest a send to one peer may take before the connection is dropped and
     # made again.
     send_timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotPolicy:
+    """When a member snapshots its state and how much log it keeps behind it."""
+
+    # Take a snapshot once this many entries were applied since the last one
+    # (0: never on its own, only on request).
+    entries: int = 100_000
+    # ... or once the commands applied since the last one add up to this.
+    bytes: int = 64 * 1024 * 1024
+    # Entries kept behind a snapshot, so a follower that lags by fewer still
+    # catches up from the log rather than needing the whole snapshot.
+    trailing: int = 10_000
+    # Streaming to a follower: chunk size, chunks sent ahead of the
+    # follower's acknowledgements, and how long to wait for one before
+    # giving up (the transfer resumes at the last acknowledged offset).
+    chunk_bytes: int = 1024 * 1024
+    window: int = 4
+    ack_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if min(self.entries, self.bytes, self.trailing) < 0:
+            raise ValueError("snapshot entries, bytes and trailing must be >= 0")
+        if self.chunk_bytes < 1 or self.window < 1 or self.ack_timeout <= 0:
+            raise ValueError("snapshot chunk_bytes, window and ack_timeout must be positive")
+
+
+# Segments are deleted whole once a snapshot covers them, so smaller ones
+# keep the disk use closer to what the trailing entries need.
+WAL_SEGMENT_BYTES = 16 * 1024 * 1024
 
 
 class _Proposal:
@@ -134,6 +184,30 @@ class _DiskJob:
     hard_state: HardState | None
     entries: list[Entry]
     messages: list[Message]
+    # The log now starts after this snapshot (installed from the leader).
+    snapshot: SnapshotRef | None = None
+    # Delete the WAL segments holding nothing after this index.
+    compact_upto: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Restore:
+    """Applier work item: replace the state with the installed snapshot."""
+
+    snapshot: SnapshotRef
+
+
+class _AckState:
+    """What a follower acknowledged of the snapshot being streamed to it."""
+
+    __slots__ = ("accepted", "changed", "index", "received", "term")
+
+    def __init__(self, index: int, term: int, received: int) -> None:
+        self.index = index
+        self.term = term
+        self.received = received
+        self.accepted = True
+        self.changed = trio.Event()
 
 
 # Raft retransmits whatever matters, so a peer that falls this far behind
@@ -145,7 +219,7 @@ MAX_OUTBOX = 4096
 class _Outbox:
     """Messages waiting for one peer's replicator."""
 
-    queue: deque[Message] = field(default_factory=lambda: deque(maxlen=MAX_OUTBOX))
+    queue: deque[Message | SnapshotAck] = field(default_factory=lambda: deque(maxlen=MAX_OUTBOX))
     wakeup: trio.Event = field(default_factory=trio.Event)
     connected: bool = False
 
@@ -163,6 +237,7 @@ class RaftServer:
         state_machine: StateMachine,
         *,
         timing: Timing = Timing(),
+        snapshots: SnapshotPolicy = SnapshotPolicy(),
         cluster_name: str = "raft-trio",
         listen_host: str | None = None,
     ):
@@ -176,6 +251,8 @@ class RaftServer:
         self.data_dir = Path(data_dir)
         self.state_machine = state_machine
         self.timing = timing
+        self.snapshots = snapshots
+        self.snapshot_dir = self.data_dir / "snapshots"
         self.cluster_name = cluster_name
         self.listen_host = listen_host
         self.node: RaftNode | None = None
@@ -194,6 +271,22 @@ class RaftServer:
         # Index of the last entry handed to the disk writer: a Ready whose entries
         # start at or below it has cut the log there.
         self._last_handed = 0
+        self._nursery: trio.Nursery | None = None
+        # The newest snapshot on disk (ours or the leader's) and its size.
+        self.snapshot_meta: SnapshotMeta | None = None
+        self._snapshot_path: Path | None = None
+        self._snapshot_size = 0
+        # Serialises everything that creates or deletes snapshot files.
+        self._snapshot_lock = trio.Lock()
+        self._snapshot_writing = False
+        self._snapshot_event = trio.Event()
+        self._applied_term = 0
+        self._applied_bytes = 0  # command bytes applied since the last snapshot
+        self._restoring = False
+        self._incoming: IncomingSnapshot | None = None
+        self._incoming_from = 0
+        self._acks: dict[int, _AckState] = {}
+        self._compact_upto = 0
 
     # ------------------------------------------------------------ public API
 
@@ -216,6 +309,9 @@ class RaftServer:
             "commit": node.commit if node else 0,
             "last_index": node.log.last_index if node else 0,
             "applied": self.last_applied,
+            "log_start": node.log.offset + 1 if node else 1,
+            "snapshot_index": self.snapshot_meta.index if self.snapshot_meta else 0,
+            "snapshot_bytes": self._snapshot_size,
             "log_bytes": self.wal.bytes_on_disk if self.wal else 0,
             # Counters since start: how well writes and messages are being batched.
             "fsyncs": self.counters["fsyncs"],
@@ -280,6 +376,37 @@ class RaftServer:
             self._check_running()
             await self._leader_event.wait()
 
+    async def take_snapshot(self) -> int:
+        """Snapshot the state as applied now, unless the newest snapshot already
+        covers it; returns the index the newest snapshot stands for once it is durable."""
+        self._check_running()
+        if not callable(getattr(self.state_machine, "snapshot", None)):
+            raise RaftError("this member's state machine cannot take snapshots")
+        while True:
+            while self._restoring or self._snapshot_writing:
+                self._check_running()
+                await self._snapshot_event.wait()
+            self._check_running()
+            covered = self.snapshot_meta.index if self.snapshot_meta else 0
+            if self.last_applied <= covered:
+                return covered
+            target = self.last_applied
+            await self._start_snapshot()
+            while self._snapshot_writing:
+                self._check_running()
+                await self._snapshot_event.wait()
+            if self.snapshot_meta is not None and self.snapshot_meta.index >= target:
+                return self.snapshot_meta.index
+            # The write failed (it was logged): say so rather than loop.
+            raise RaftError(f"member {self.id}: the snapshot at index {target} failed; see its log")
+
+    def state_page(self, position: int, count: int) -> tuple[int, list[Any]]:
+        """The applied index and a page of the state machine's contents, for checks."""
+        page = getattr(self.state_machine, "page", None)
+        if page is None:
+            raise RaftError("this member's state machine cannot list its contents")
+        return self.last_applied, page(position, count)
+
     def _check_running(self) -> None:
         if self._stopped:
             raise RaftError(f"member {self.id} has shut down")
@@ -288,7 +415,18 @@ class RaftServer:
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the member until cancelled; `nursery.start(server.serve)` returns once listening."""
-        wal, state = await trio.to_thread.run_sync(WAL.open, self.data_dir / "wal")
+        snapshot = await trio.to_thread.run_sync(self._load_snapshot)
+        wal, state = await trio.to_thread.run_sync(
+            WAL.open, self.data_dir / "wal", WAL_SEGMENT_BYTES
+        )
+        marker = state.snapshot_marker
+        if marker is not None and (snapshot is None or marker[0] > snapshot.index):
+            wal.close()
+            raise RaftError(
+                f"member {self.id}: the log in {self.data_dir / 'wal'} starts after a snapshot "
+                f"at index {marker[0]}, but the newest snapshot in {self.snapshot_dir} is at "
+                f"{snapshot.index if snapshot else 'none'}: a snapshot file is missing"
+            )
         self.wal = wal
         t = self.timing
         config = Config(
@@ -297,21 +435,30 @@ class RaftServer:
             max_append_entries=t.max_append_entries,
             max_inflight=t.max_inflight,
         )
-        self.node = RaftNode(
-            self.id, self.cluster, hard_state=state.hard_state, entries=state.entries,
-            config=config,
-        )
-        log.info("member %d: loaded term %d, %d entries from %s", self.id,
-                 state.hard_state.term, len(state.entries), self.data_dir)
+        try:
+            self.node = RaftNode(
+                self.id, self.cluster, hard_state=state.hard_state, entries=state.entries,
+                snapshot=snapshot, config=config,
+            )
+        except ValueError as exc:
+            wal.close()
+            raise RaftError(f"member {self.id}: cannot rebuild the log in {self.data_dir}: "
+                            f"{exc}") from None
+        self.last_applied = self.node.applied
+        self._applied_term = snapshot.term if snapshot else 0
+        log.info("member %d: loaded term %d, snapshot at %d, %d log entries from %s", self.id,
+                 state.hard_state.term, self.node.snapshot.index, len(self.node.log),
+                 self.data_dir)
         inbox_send, inbox_recv = trio.open_memory_channel[Any](4096)
         disk_send, disk_recv = trio.open_memory_channel[_DiskJob](256)
-        apply_send, apply_recv = trio.open_memory_channel[list[Entry]](1024)
+        apply_send, apply_recv = trio.open_memory_channel[list[Entry] | _Restore](1024)
         self._inbox_send = inbox_send
         self._outboxes = {peer: _Outbox() for peer in self.node.peers}
         self._stopped = False
         self._last_handed = self.node.log.last_index
         try:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 host, port = parse_address(self.address)
                 listeners = await trio.open_tcp_listeners(port, host=self.listen_host or host)
                 self.port = listeners[0].socket.getsockname()[1]
@@ -341,8 +488,40 @@ class RaftServer:
             self._fail_pending(shut_down)
             self._applied_event.set()
             self._leader_event.set()
+            self._snapshot_event.set()
+            self._nursery = None
+            incoming, self._incoming = self._incoming, None
             with trio.CancelScope(shield=True):
+                if incoming is not None:
+                    await trio.to_thread.run_sync(incoming.discard)
                 await trio.to_thread.run_sync(wal.close)
+
+    def _load_snapshot(self) -> SnapshotRef | None:
+        """Restore the state machine from the newest snapshot on disk, if any.
+
+        A damaged newest snapshot stops the member: the log it replaced may
+        be gone, so an older snapshot or an empty state could lose entries.
+        """
+        remove_partial_snapshots(self.snapshot_dir)
+        paths = list_snapshots(self.snapshot_dir)
+        if not paths:
+            return None
+        restore = getattr(self.state_machine, "restore", None)
+        if restore is None:
+            raise RaftError(f"member {self.id}: {paths[0]} exists but the state machine "
+                            f"cannot restore snapshots")
+        meta, reader = open_snapshot(paths[0])
+        with reader:
+            try:
+                restore(reader)
+            except ValueError as exc:
+                raise SnapshotCorruption(paths[0], f"the state machine refused it: {exc}") from None
+        self.snapshot_meta = meta
+        self._snapshot_path = paths[0]
+        self._snapshot_size = paths[0].stat().st_size
+        log.info("member %d: restored the snapshot at index %d from %s", self.id, meta.index,
+                 paths[0])
+        return SnapshotRef(meta.index, meta.term)
 
     # ------------------------------------------------------------- node loop
 
@@ -363,7 +542,7 @@ class RaftServer:
         self,
         inbox: trio.MemoryReceiveChannel[Any],
         disk: trio.MemorySendChannel[_DiskJob],
-        applier: trio.MemorySendChannel[list[Entry]],
+        applier: trio.MemorySendChannel[list[Entry] | _Restore],
     ) -> None:
         node = self.node
         assert node is not None
@@ -380,6 +559,9 @@ class RaftServer:
             if self._durable is not None:
                 node.persisted(*self._durable)
                 self._durable = None
+            if self._compact_upto:
+                await disk.send(_DiskJob(None, [], [], compact_upto=self._compact_upto))
+                self._compact_upto = 0
             # More than one Ready when a long run of committed entries is handed
             # out in slices; each dispatch awaits, so other tasks run in between.
             while node.has_ready():
@@ -402,6 +584,13 @@ class RaftServer:
                 pending = self._pending
                 for pos in range(len(datas)):
                     pending[first + pos] = (term, proposal, pos)
+            elif kind == "snapshot_taken":
+                meta: SnapshotMeta = item[1]
+                node.snapshot_taken(meta.index, meta.term)
+                node.compact_log(meta.index - self.snapshots.trailing)
+                self._compact_upto = node.log.offset
+            elif kind == "snapshot_failed":
+                node.report_snapshot(item[1], delivered=False)
         else:
             node.step(item)
 
@@ -414,7 +603,7 @@ class RaftServer:
         node: RaftNode,
         ready: Ready,
         disk: trio.MemorySendChannel[_DiskJob],
-        applier: trio.MemorySendChannel[list[Entry]],
+        applier: trio.MemorySendChannel[list[Entry] | _Restore],
     ) -> None:
         if ready.soft_state is not None:
             soft = ready.soft_state
@@ -423,6 +612,15 @@ class RaftServer:
             if soft.leader_id is not None:
                 self._leader_event.set()
                 self._leader_event = trio.Event()
+        if ready.snapshot is not None:
+            # Whatever we proposed up to there was settled by the snapshot, result
+            # unknown here; whatever after it is gone with the log it replaced.
+            self._fail_pending(RaftError(
+                "a snapshot from the leader replaced this member's log: the outcome of "
+                "these entries is not known here"
+            ))
+            self._last_handed = ready.snapshot.index
+            await applier.send(_Restore(ready.snapshot))
         if ready.entries:
             first = ready.entries[0].index
             if first <= self._last_handed and self._pending:
@@ -431,18 +629,31 @@ class RaftServer:
         # The leader sends to its peers while its own write is still in flight.
         self._route(ready.messages)
         if ready.needs_persist() or ready.persisted_messages:
-            await disk.send(_DiskJob(ready.hard_state, ready.entries, ready.persisted_messages))
+            await disk.send(_DiskJob(ready.hard_state, ready.entries, ready.persisted_messages,
+                                     snapshot=ready.snapshot))
         if ready.committed:
             await applier.send(ready.committed)
 
-    def _route(self, messages: Sequence[Message]) -> None:
+    def _route(self, messages: Sequence[Message | SnapshotAck]) -> None:
         outboxes = self._outboxes
         for msg in messages:
             box = outboxes.get(msg.dst)
             if box is None or not box.connected:
-                continue  # unreachable peer: Raft retries what matters
+                # Unreachable peer: Raft retries what matters, but a snapshot is
+                # only retried once the core hears it was not sent.
+                if type(msg) is InstallSnapshot:
+                    self._report_snapshot_failed(msg.dst)
+                continue
             box.queue.append(msg)
             box.wakeup.set()
+
+    def _report_snapshot_failed(self, peer: int) -> None:
+        if self._inbox_send is None:
+            return
+        try:
+            self._inbox_send.send_nowait(("snapshot_failed", peer))
+        except trio.WouldBlock:
+            pass  # the core's own timeout retries
 
     def _lose_pending_from(self, index: int) -> None:
         """The log was cut at `index`: our proposals from there on will never apply."""
@@ -478,16 +689,33 @@ class RaftServer:
                     batch.append(jobs.receive_nowait())
                 except trio.WouldBlock:
                     break
+            writes: list[_Write] = []
             hard_state: HardState | None = None
             entries: list[Entry] = []
+            marker: SnapshotRef | None = None
+            compact_upto = 0
             for queued in batch:
+                if queued.snapshot is not None:
+                    # Everything queued before the marker is written before it.
+                    if marker is not None or hard_state is not None or entries:
+                        writes.append((marker, hard_state, entries))
+                        hard_state, entries = None, []
+                    marker = queued.snapshot
                 if queued.hard_state is not None:
                     hard_state = queued.hard_state
                 if queued.entries:
                     _merge_entries(entries, queued.entries)
-            if hard_state is not None or entries:
-                await syncer.run(_write_and_sync, wal, hard_state, entries)
+                compact_upto = max(compact_upto, queued.compact_upto)
+            if marker is not None or hard_state is not None or entries:
+                writes.append((marker, hard_state, entries))
+            if writes:
+                await syncer.run(_write_and_sync, wal, writes)
                 self.counters["fsyncs"] += 1
+            if compact_upto:
+                freed = await syncer.run(wal.compact, compact_upto)
+                if freed:
+                    log.debug("member %d: deleted %d bytes of log up to index %d", self.id,
+                              freed, compact_upto)
             if entries:
                 last = entries[-1]
                 self._durable = (last.index, last.term)
@@ -502,13 +730,19 @@ class RaftServer:
 
     # --------------------------------------------------------------- applier
 
-    async def _applier(self, batches: trio.MemoryReceiveChannel[list[Entry]]) -> None:
+    async def _applier(self, batches: trio.MemoryReceiveChannel[list[Entry] | _Restore]) -> None:
         sm = self.state_machine
         apply = sm.apply
         apply_batch = getattr(sm, "apply_batch", None)
         pending = self._pending
         command_kind = EntryKind.COMMAND
+        policy = self.snapshots
+        can_snapshot = callable(getattr(sm, "snapshot", None))
         async for entries in batches:
+            if type(entries) is _Restore:
+                await self._restore(entries.snapshot)
+                continue
+            assert type(entries) is list
             commands = self._own_commands(entries) if pending else None
             if commands is None:
                 commands, only_commands = decode_commands(entries)
@@ -524,11 +758,92 @@ class RaftServer:
                 ]
             if pending:
                 self._resolve(entries, results)
-            self.last_applied = entries[-1].index
+            last = entries[-1]
+            self.last_applied = last.index
+            self._applied_term = last.term
             self._applied_event.set()
             self._applied_event = trio.Event()
+            if can_snapshot and not self._snapshot_writing:
+                self._applied_bytes += sum(map(len, map(_data_of, entries)))
+                covered = self.snapshot_meta.index if self.snapshot_meta else 0
+                if (policy.entries and last.index - covered >= policy.entries) or (
+                    policy.bytes and self._applied_bytes >= policy.bytes
+                ):
+                    await self._start_snapshot()
             # Let proposers and readers run between large batches.
             await trio.lowlevel.checkpoint()
+
+    async def _restore(self, ref: SnapshotRef) -> None:
+        """Replace the state with the snapshot the leader sent, already durable on disk."""
+        path = self.snapshot_dir / snapshot_name(ref.index, ref.term)
+        restore = getattr(self.state_machine, "restore", None)
+        assert restore is not None, "only a state machine with snapshots gets one installed"
+        self._restoring = True
+        try:
+            def load() -> SnapshotMeta:
+                meta, reader = open_snapshot(path)
+                with reader:
+                    restore(reader)
+                return meta
+
+            # A failure here leaves the state behind the log: nothing safe is
+            # left to do but stop the member, and a restart loads the file again.
+            meta = await trio.to_thread.run_sync(load)
+        finally:
+            self._restoring = False
+            self._snapshot_event.set()
+            self._snapshot_event = trio.Event()
+        self.last_applied = ref.index
+        self._applied_term = ref.term
+        self._applied_bytes = 0
+        if self.snapshot_meta is None or meta.index > self.snapshot_meta.index:
+            self.snapshot_meta = meta
+            self._snapshot_path = path
+            self._snapshot_size = path.stat().st_size
+        log.info("member %d: installed the leader's snapshot at index %d", self.id, ref.index)
+        self._applied_event.set()
+        self._applied_event = trio.Event()
+
+    async def _start_snapshot(self) -> None:
+        """Snapshot the state as applied right now (call between applies).
+
+        With `capture_snapshot` the state is captured here and written by a
+        task of its own; without it, applying waits while it is written.
+        """
+        sm = self.state_machine
+        meta = SnapshotMeta(self.last_applied, self._applied_term, tuple(sorted(self.cluster)))
+        capture = getattr(sm, "capture_snapshot", None)
+        self._snapshot_writing = True
+        self._applied_bytes = 0
+        if capture is not None and self._nursery is not None:
+            self._nursery.start_soon(self._write_snapshot, meta, capture())
+        else:
+            await self._write_snapshot(meta, sm.snapshot)  # type: ignore[attr-defined]
+
+    async def _write_snapshot(self, meta: SnapshotMeta, write_state: Callable[[BinaryIO], None]
+                              ) -> None:
+        try:
+            async with self._snapshot_lock:
+                started = trio.current_time()
+                path = await trio.to_thread.run_sync(
+                    write_snapshot, self.snapshot_dir, meta, write_state
+                )
+                if self.snapshot_meta is None or meta.index > self.snapshot_meta.index:
+                    self.snapshot_meta = meta
+                    self._snapshot_path = path
+                    self._snapshot_size = path.stat().st_size
+                await trio.to_thread.run_sync(remove_older_snapshots, self.snapshot_dir)
+            log.info("member %d: snapshot at index %d written in %.2fs (%d bytes)", self.id,
+                     meta.index, trio.current_time() - started, self._snapshot_size)
+            if self._inbox_send is not None:
+                await self._inbox_send.send(("snapshot_taken", self.snapshot_meta))
+        except OSError as exc:
+            log.error("member %d: writing the snapshot at index %d failed: %s", self.id,
+                      meta.index, exc)
+        finally:
+            self._snapshot_writing = False
+            self._snapshot_event.set()
+            self._snapshot_event = trio.Event()
 
     def _own_commands(self, entries: list[Entry]) -> list[Any] | None:
         """The decoded commands of `entries` if this member proposed every one of them."""
@@ -580,26 +895,130 @@ class RaftServer:
                         if not box.queue:
                             await box.wakeup.wait()
                             box.wakeup = trio.Event()
-                        payloads = [self._encode(m) for m in box.queue]
-                        box.queue.clear()
-                        if payloads:
-                            # A peer that stopped reading (half-open connection, hung
-                            # process) would hold this send for minutes: reconnect instead.
-                            with trio.move_on_after(self.timing.send_timeout):
-                                await send_frames(stream, payloads)
-                                self.counters["messages_sent"] += len(payloads)
-                                continue
-                            log.warning("member %d: member %d took over %gs to take a send; "
-                                        "reconnecting", self.id, peer, self.timing.send_timeout)
-                            break
-            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                        snapshot = await self._send_queued(stream, box, peer)
+                        if snapshot is not None:
+                            await self._stream_snapshot(stream, box, snapshot)
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError,
+                    _SendStalled) as exc:
                 log.debug("member %d: connection to %d lost: %s", self.id, peer, exc)
             finally:
                 box.connected = False
+                for msg in box.queue:
+                    if type(msg) is InstallSnapshot:
+                        self._report_snapshot_failed(peer)
                 box.queue.clear()
             await trio.sleep(backoff)
 
-    def _encode(self, msg: Message) -> bytes:
+    async def _send_queued(
+        self, stream: trio.SocketStream, box: _Outbox, peer: int
+    ) -> InstallSnapshot | None:
+        """Send what is queued for `peer`, up to a snapshot request, which is returned."""
+        queue = box.queue
+        snapshot: InstallSnapshot | None = None
+        payloads = []
+        while queue:
+            msg = queue.popleft()
+            if type(msg) is InstallSnapshot:
+                snapshot = msg
+                break
+            payloads.append(self._encode(msg))
+        if payloads:
+            # A peer that stopped reading (half-open connection, hung process)
+            # would hold this send for minutes: reconnect instead.
+            with trio.move_on_after(self.timing.send_timeout):
+                await send_frames(stream, payloads)
+                self.counters["messages_sent"] += len(payloads)
+                return snapshot
+            if snapshot is not None:
+                self._report_snapshot_failed(peer)
+            raise _SendStalled(f"member {peer} took over {self.timing.send_timeout}s to take a "
+                               f"send; reconnecting")
+        return snapshot
+
+    async def _stream_snapshot(
+        self, stream: trio.SocketStream, box: _Outbox, request: InstallSnapshot
+    ) -> None:
+        """Stream our newest snapshot file to a follower, chunk by chunk.
+
+        At most `window` chunks go out ahead of the follower's acknowledgements,
+        so memory stays bounded on both sides; Raft messages queued for the
+        follower meanwhile (heartbeats above all) go out between chunks. A
+        broken transfer resumes where the follower's last acknowledgement left
+        it, if the same snapshot is still the newest.
+        """
+        peer = request.dst
+        node = self.node
+        meta, path = self.snapshot_meta, self._snapshot_path
+        policy = self.snapshots
+        delivered = False
+        try:
+            if meta is None or path is None:
+                return
+            previous = self._acks.get(peer)
+            start = 0
+            if previous is not None and (previous.index, previous.term) == (meta.index, meta.term):
+                start = previous.received
+            acks = self._acks[peer] = _AckState(meta.index, meta.term, start)
+            with open(path, "rb") as file:
+                total = os.fstat(file.fileno()).st_size
+                if start >= total:
+                    start = acks.received = 0
+                sent = start
+                log.info("member %d: sending the snapshot at index %d (%d bytes) to %d from "
+                         "offset %d", self.id, meta.index, total, peer, start)
+                while acks.received < total:
+                    if node is None or node.role is not Role.LEADER or node.term != request.term:
+                        log.info("member %d: no longer leader of term %d; snapshot transfer to "
+                                 "%d stopped", self.id, request.term, peer)
+                        return
+                    ahead = policy.window * policy.chunk_bytes
+                    while sent < total and sent - acks.received < ahead:
+                        data = await trio.to_thread.run_sync(
+                            os.pread, file.fileno(), policy.chunk_bytes, sent
+                        )
+                        if not data:
+                            raise OSError(f"{path} ended at {sent} of {total} bytes")
+                        chunk = SnapshotChunk(request.term, self.id, peer, meta.index, meta.term,
+                                              total, sent, data)
+                        with trio.fail_after(self.timing.send_timeout):
+                            await send_frames(stream, [encode_message(chunk)])
+                        sent += len(data)
+                        # Heartbeats keep the follower from starting an election
+                        # meanwhile. (A repeated request for this snapshot is dropped.)
+                        await self._send_queued(stream, box, peer)
+                    seen = acks.changed
+                    with trio.move_on_after(policy.ack_timeout) as waited:
+                        await seen.wait()
+                    if waited.cancelled_caught:
+                        log.warning("member %d: member %d acknowledged no snapshot chunk for "
+                                    "%gs", self.id, peer, policy.ack_timeout)
+                        return
+                    if not acks.accepted:
+                        sent = acks.received  # the follower holds less than we thought
+                        acks.accepted = True
+            delivered = True
+        except trio.TooSlowError:
+            raise _SendStalled(f"member {peer} took over {self.timing.send_timeout}s to take a "
+                               f"snapshot chunk") from None
+        except OSError as exc:
+            log.error("member %d: cannot send the snapshot to %d: %s", self.id, peer, exc)
+        finally:
+            if not delivered:
+                self._report_snapshot_failed(peer)
+
+    def _on_snapshot_ack(self, ack: SnapshotAck) -> None:
+        acks = self._acks.get(ack.src)
+        if acks is None or (acks.index, acks.term) != (ack.index, ack.snapshot_term):
+            return
+        if ack.accepted:
+            acks.received = max(acks.received, ack.received)
+        else:
+            acks.received = ack.received
+            acks.accepted = False
+        acks.changed.set()
+        acks.changed = trio.Event()
+
+    def _encode(self, msg: Message | SnapshotAck) -> bytes:
         """Encode for the wire, packing a run of entries once for all the peers that get it."""
         if type(msg) is not AppendEntries or not msg.entries:
             return encode_message(msg)
@@ -668,7 +1087,69 @@ class RaftServer:
                     f"to member {node_id}"
                 )
             self.counters["messages_received"] += 1
-            await inbox.send(msg)
+            if type(msg) is SnapshotChunk:
+                await self._receive_chunk(msg)
+            elif type(msg) is SnapshotAck:
+                self._on_snapshot_ack(msg)
+            else:
+                await inbox.send(msg)
+
+    async def _receive_chunk(self, chunk: SnapshotChunk) -> None:
+        """Store a chunk of the leader's snapshot; step the core in once all has arrived."""
+        node = self.node
+        assert node is not None
+        if chunk.term < node.term:
+            return  # from a deposed leader
+        incoming = self._incoming
+        key = (chunk.src, chunk.index, chunk.snapshot_term, chunk.total)
+        if incoming is None or (self._incoming_from, incoming.index, incoming.term,
+                                incoming.total) != key:
+            if incoming is not None:
+                self._incoming = None
+                await trio.to_thread.run_sync(incoming.discard)
+            if chunk.offset != 0:
+                self._ack(chunk, 0, accepted=False)
+                return
+            incoming = await trio.to_thread.run_sync(
+                IncomingSnapshot, self.snapshot_dir, chunk.index, chunk.snapshot_term, chunk.total
+            )
+            self._incoming, self._incoming_from = incoming, chunk.src
+        if chunk.offset > incoming.received:
+            self._ack(chunk, incoming.received, accepted=False)
+            return
+        try:
+            await trio.to_thread.run_sync(incoming.write, chunk.offset, chunk.data)
+        except ValueError as exc:
+            self._incoming = None
+            await trio.to_thread.run_sync(incoming.discard)
+            raise CodecError(f"bad snapshot chunk: {exc}") from None
+        self._ack(chunk, incoming.received, accepted=True)
+        if not incoming.complete:
+            return
+        self._incoming = None
+        try:
+            async with self._snapshot_lock:
+                await trio.to_thread.run_sync(incoming.finish)
+                await trio.to_thread.run_sync(remove_older_snapshots, self.snapshot_dir, 2)
+        except SnapshotCorruption as exc:
+            log.error("member %d: the snapshot from %d is damaged, asking again: %s", self.id,
+                      chunk.src, exc)
+            self._ack(chunk, 0, accepted=False)
+            return
+        log.info("member %d: received the snapshot at index %d from %d (%d bytes)", self.id,
+                 chunk.index, chunk.src, chunk.total)
+        inbox = self._inbox_send
+        assert inbox is not None
+        await inbox.send(InstallSnapshot(chunk.term, chunk.src, self.id, chunk.index,
+                                         chunk.snapshot_term))
+
+    def _ack(self, chunk: SnapshotChunk, received: int, *, accepted: bool) -> None:
+        self._route([SnapshotAck(chunk.term, self.id, chunk.src, chunk.index,
+                                 chunk.snapshot_term, received, accepted)])
+
+
+class _SendStalled(Exception):
+    """A peer stopped taking what we send: drop the connection and make a new one."""
 
 
 _BAD_INPUT = (CodecError, FrameError, ValueError, cbor2.CBORDecodeError)
@@ -755,8 +1236,13 @@ def decode_commands(entries: Sequence[Entry]) -> tuple[list[Any], bool]:
     return decoded, only_commands
 
 
-def _write_and_sync(wal: WAL, hard_state: HardState | None, entries: list[Entry]) -> None:
-    wal.append(hard_state, entries)
+_Write = tuple[SnapshotRef | None, HardState | None, list[Entry]]
+
+
+def _write_and_sync(wal: WAL, writes: list[_Write]) -> None:
+    for marker, hard_state, entries in writes:
+        snapshot_marker = (marker.index, marker.term) if marker is not None else None
+        wal.append(hard_state, entries, snapshot_marker=snapshot_marker)
     wal.sync()
 
 

@@ -12,7 +12,11 @@ code is one of "not_leader" (extra: [leader_id, leader_address]), "lost",
 
 Ops: ["propose", [command, ...]] -> list of results;
 ["get", key] -> value or None (read through the log, so linearizable);
-["status"] -> dict; ["log", start, count] -> [[index, term, kind, data], ...].
+["status"] -> dict; ["log", start, count] -> [[index, term, kind, data], ...]
+(only what the log still holds: entries a snapshot covers are gone);
+["snapshot"] -> index of this member's newest snapshot, after taking one of
+what it has applied; ["dump", position, count] -> [applied index, [[key,
+value], ...]]: a page of the state machine's contents, for checks.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("raft_trio.service")
 
 MAX_LOG_PAGE = 10_000
+MAX_DUMP_PAGE = 10_000
 
 
 class BadRequest(Exception):
@@ -82,4 +87,13 @@ async def _execute(server: RaftServer, op: str, args: list[Any]) -> Any:
         start, count = args
         entries = server.log_entries(start, max(0, min(count, MAX_LOG_PAGE)))
         return [list(e) for e in entries]
+    if op == "snapshot":
+        if args:
+            raise BadRequest("snapshot takes no arguments")
+        return await server.take_snapshot()
+    if op == "dump":
+        if len(args) != 2 or not all(type(a) is int and a >= 0 for a in args):
+            raise BadRequest("dump takes a position and a count")
+        applied, items = server.state_page(args[0], min(args[1], MAX_DUMP_PAGE))
+        return [applied, items]
     raise BadRequest(f"unknown op {op!r:.40}")

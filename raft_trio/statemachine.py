@@ -34,6 +34,11 @@ class StateMachine(Protocol):
 #
 # A restored state must behave exactly like the one that was snapshotted,
 # since followers catch up from snapshots while the leader kept applying.
+#
+# Optionally, `capture_snapshot()` returns a function that writes the state
+# as it is at the call, like `snapshot(out)` would have then. The server
+# captures between applies and writes in a worker thread while applying
+# goes on; without it, applying pauses while `snapshot` runs in the thread.
 
 
 class SnapshotStateMachine(StateMachine, Protocol):

@@ -13,7 +13,7 @@ from typing import Any
 import trio
 
 from raft_trio.kv import KVStateMachine
-from raft_trio.server import RaftServer, Timing
+from raft_trio.server import RaftServer, SnapshotPolicy, Timing
 
 
 def free_ports(count: int) -> list[int]:
@@ -33,11 +33,13 @@ def free_ports(count: int) -> list[int]:
 class Cluster:
     """Common shape of the two harnesses: members by id, data under one directory."""
 
-    def __init__(self, members: dict[int, str], data_dir: Path, timing: Timing, log_level: str):
+    def __init__(self, members: dict[int, str], data_dir: Path, timing: Timing, log_level: str,
+                 snapshots: SnapshotPolicy | None = None):
         self.members = members
         self.data_dir = data_dir
         self.timing = timing
         self.log_level = log_level
+        self.snapshots = snapshots if snapshots is not None else SnapshotPolicy()
 
     def member_dir(self, node_id: int) -> Path:
         return self.data_dir / f"member-{node_id}"
@@ -58,6 +60,14 @@ class Cluster:
         """Peak resident memory per member in bytes, where it can be measured."""
         return {}
 
+    def disk_usage(self) -> dict[int, int]:
+        """Bytes in each member's data directory (log and snapshots)."""
+        usage = {}
+        for node_id in self.members:
+            root = self.member_dir(node_id)
+            usage[node_id] = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+        return usage
+
 
 class InProcessCluster(Cluster):
     """Every member is a RaftServer in this process's trio loop."""
@@ -77,7 +87,7 @@ class InProcessCluster(Cluster):
 
     async def _run(self, node_id: int, task_status: trio.TaskStatus[None]) -> None:
         server = RaftServer(node_id, self.members, self.member_dir(node_id), KVStateMachine(),
-                            timing=self.timing)
+                            timing=self.timing, snapshots=self.snapshots)
         self.servers[node_id] = server
         done = self.stopped[node_id] = trio.Event()
         try:
@@ -113,6 +123,9 @@ class ProcessCluster(Cluster):
             "--data-dir", str(self.member_dir(node_id)),
             "--tick", str(self.timing.tick_interval),
             "--election-ticks", str(self.timing.election_ticks),
+            "--snapshot-entries", str(self.snapshots.entries),
+            "--snapshot-bytes", str(self.snapshots.bytes),
+            "--snapshot-trailing", str(self.snapshots.trailing),
             "--log-level", self.log_level,
         ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 import shutil
@@ -18,13 +19,12 @@ import trio
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from raft_trio.client import Client, cluster_status, connect, read_member_log
-from raft_trio.core import EntryKind
+from raft_trio.client import Client, cluster_status, connect, read_member_state
 from raft_trio.errors import RaftError, leaves
-from raft_trio.server import Timing
+from raft_trio.server import SnapshotPolicy, Timing
 from stress.cluster import Cluster, InProcessCluster, ProcessCluster, free_ports
 
-LOG_PAGE = 10_000
+STATE_PAGE = 10_000
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,9 @@ class StressOptions:
     base_port: int = 0
     log_level: str = "warning"
     step_timeout: float = 60.0
+    # Servers' --snapshot-entries (None: their default).
+    snapshot_entries: int | None = None
+    snapshot_trailing: int | None = None
 
 
 class StepFailed(Exception):
@@ -48,11 +51,11 @@ class StepFailed(Exception):
 
 
 @dataclass
-class LogSummary:
-    last_index: int
+class StateSummary:
+    applied: int
     digest: str
     per_client: dict[int, list[int]]
-    commands: int
+    keys: int
 
 
 class Checklist:
@@ -126,39 +129,43 @@ class Checklist:
 
         await self.wait_until("entries not committed everywhere", check)
 
-    async def read_log(self, node_id: int) -> LogSummary:
+    async def read_state(self, node_id: int) -> StateSummary:
+        """Page through one member's key-value state, in the order keys were first set.
+
+        The state, not the log, is what is compared: once snapshots compact
+        the log, the entries before the snapshot are gone, while the state
+        holds what every one of them did. Insertion order survives snapshots
+        (they store keys in that order), so each client's keys must appear
+        in the order that client wrote them.
+        """
         address = self.cluster.members[node_id]
         digest = hashlib.sha256()
         per_client: dict[int, list[int]] = {}
-        commands = 0
-        start = 1
-        last = 0
+        keys = 0
+        applied: int | None = None
         while True:
-            page = await read_member_log(address, start, LOG_PAGE, timeout=30.0)
+            at, page = await read_member_state(address, keys, STATE_PAGE, timeout=30.0)
+            if applied is None:
+                applied = at
+            elif at != applied:
+                raise StepFailed(f"member {node_id} applied more entries during the check "
+                                 f"({applied} then {at})")
             if not page:
                 break
-            for index, term, kind, data in page:
-                if index != last + 1:
-                    raise StepFailed(f"member {node_id}: log jumps from {last} to {index}")
-                last = index
-                digest.update(b"%d:%d:%d:" % (index, term, kind))
-                digest.update(data)
-                if kind != EntryKind.COMMAND:
-                    continue
-                commands += 1
-                op, key, _value = cbor2.loads(data)
-                if op == "set" and key.startswith("s"):
+            for key, value in page:
+                digest.update(cbor2.dumps([key, value]))
+                if key.startswith("s"):
                     client_id, seq = key[1:].split("-")
                     per_client.setdefault(int(client_id), []).append(int(seq))
-            start = last + 1
-        return LogSummary(last, digest.hexdigest(), per_client, commands)
+            keys += len(page)
+        return StateSummary(applied or 0, digest.hexdigest(), per_client, keys)
 
     async def check_logs(self) -> str:
-        summaries = {i: await self.read_log(i) for i in self.up_ids}
+        summaries = {i: await self.read_state(i) for i in self.up_ids}
         digests = {s.digest for s in summaries.values()}
         if len(digests) != 1:
-            lasts = {i: s.last_index for i, s in summaries.items()}
-            raise StepFailed(f"member logs differ (last indexes {lasts})")
+            applied = {i: s.applied for i, s in summaries.items()}
+            raise StepFailed(f"member states differ (applied indexes {applied})")
         summary = next(iter(summaries.values()))
         quotas = self.quotas()
         for client_id, quota in enumerate(quotas):
@@ -169,7 +176,7 @@ class Checklist:
                     f"client {client_id}: {len(seqs)} of {quota} entries, first out of place "
                     f"at position {bad}"
                 )
-        return f"{summary.commands} entries in order on {len(summaries)} members"
+        return f"{summary.keys} entries in order on {len(summaries)} members"
 
     def quotas(self) -> list[int]:
         base, extra = divmod(self.o.entries, self.o.clients)
@@ -296,7 +303,7 @@ class Checklist:
             (f"Insert {self.o.entries} entries in batches of {self.o.batch} across "
              f"{self.o.clients} clients", self.step2),
             ("Every server has committed every entry it knows of", self.step3),
-            ("Every server's log holds all entries, in insertion order", self.check_logs),
+            ("Every server's state holds all entries, in insertion order", self.check_logs),
             ("Shut all servers down, start them again; a leader is elected", self.step5),
             ("Everything inserted before the shutdown is committed and in order", self.step6),
             ("Shut all servers down and delete one server's data", self.step7),
@@ -346,21 +353,28 @@ async def _run(options: StressOptions, console: Console, data_dir: Path) -> bool
              if options.base_port else free_ports(options.servers))
     members = {i + 1: f"127.0.0.1:{port}" for i, port in enumerate(ports)}
     timing = Timing(tick_interval=0.1, election_ticks=10)
+    snapshots = SnapshotPolicy()
+    if options.snapshot_entries is not None:
+        snapshots = dataclasses.replace(snapshots, entries=options.snapshot_entries)
+    if options.snapshot_trailing is not None:
+        snapshots = dataclasses.replace(snapshots, trailing=options.snapshot_trailing)
     mode = "processes" if options.processes else "in-process"
     console.print(f"raft-trio stress: {options.servers} members ({options.up} up, {mode}), "
                   f"data in {data_dir}")
     async with trio.open_nursery() as nursery:
         cluster: Cluster
         if options.processes:
-            cluster = ProcessCluster(members, data_dir, timing, options.log_level)
+            cluster = ProcessCluster(members, data_dir, timing, options.log_level, snapshots)
         else:
-            cluster = InProcessCluster(nursery, members, data_dir, timing, options.log_level)
+            cluster = InProcessCluster(nursery, members, data_dir, timing, options.log_level,
+                                       snapshots)
         checklist = Checklist(options, cluster, console)
         try:
             ok = await checklist.run()
         finally:
             with trio.CancelScope(shield=True):
                 rss = cluster.peak_rss()
+                disk = cluster.disk_usage()
                 await checklist.stop_all_quietly()
             nursery.cancel_scope.cancel()
     passed = sum(1 for r in checklist.results if r[2])
@@ -368,6 +382,8 @@ async def _run(options: StressOptions, console: Console, data_dir: Path) -> bool
     if rss:
         shown = ", ".join(f"member {i}: {b / 2**20:.0f} MiB" for i, b in sorted(rss.items()))
         console.print(f"peak RSS per server: {shown}")
+    shown = ", ".join(f"member {i}: {b / 2**20:.1f} MiB" for i, b in sorted(disk.items()))
+    console.print(f"disk used per server at the end: {shown}")
     return ok
 
 

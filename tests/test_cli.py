@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from raft_trio.kv import KVStateMachine
+from raft_trio.storage import SnapshotMeta, write_snapshot
 from stress.cluster import free_ports
 
 RAFT = [sys.executable, "-m", "raft_trio"]
@@ -277,7 +279,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 HELP_COMMANDS = [
     [], ["serve"], ["kv"], ["kv", "set"], ["kv", "get"], ["kv", "del"], ["kv", "cas"],
-    ["status"], ["stress"],
+    ["status"], ["stress"], ["snapshot"],
 ]
 
 
@@ -288,14 +290,17 @@ def test_help_for_every_command() -> None:
         assert "Usage:" in out, show(proc)
         assert "--help" in out, show(proc)
     by_cmd = {" ".join(cmd): proc.stdout for cmd, proc in zip(HELP_COMMANDS, results, strict=True)}
-    for name in ("serve", "kv", "status", "stress"):
+    for name in ("serve", "kv", "status", "stress", "snapshot"):
         assert name in by_cmd[""]
     for name in ("set", "get", "del", "cas"):
         assert name in by_cmd["kv"]
-    for option in ("--id", "--cluster", "--data-dir", "--config", "--tick"):
+    for option in ("--id", "--cluster", "--data-dir", "--config", "--tick", "--snapshot-entries",
+                   "--snapshot-bytes", "--snapshot-trailing"):
         assert option in by_cmd["serve"]
+    for option in ("--cluster", "--id"):
+        assert option in by_cmd["snapshot"]
     for option in ("--entries", "--batch", "--clients", "--servers", "--up", "--processes",
-                   "--data-dir", "--keep", "--seed"):
+                   "--data-dir", "--keep", "--seed", "--snapshot-entries"):
         assert option in by_cmd["stress"]
     assert "--json" in by_cmd["status"]
     assert "--absent" in by_cmd["kv cas"]
@@ -322,6 +327,9 @@ def test_bad_arguments_give_a_short_error(tmp_path: Path) -> None:
         (["serve", "--id", "1", "--cluster", member, "--data-dir", str(a_file)], 1,
          "cannot start"),
         (["stress", "--entries", "0"], 2, "--entries"),
+        (["serve", "--id", "1", "--cluster", member, "--data-dir", data,
+          "--snapshot-entries", "-1"], 2, "--snapshot-entries"),
+        (["snapshot", "--cluster", member, "--id", "5"], 2, "--id 5"),
         (["kv", "get", "k", "--cluster", "1=bad"], 2, "bad"),
         (["kv", "get", "k", "--cluster", member, "--timeout", "0"], 2, "--timeout"),
         (["status", "--cluster", f"127.0.0.1:{port}", "--timeout", "-1"], 2, "--timeout"),
@@ -353,7 +361,9 @@ PASS_LINE = re.compile(r"^\s*PASS\b", re.MULTILINE)
 RATE = re.compile(r"[\d,.]+ entries/s")
 STRESS_VARIANTS = {
     "in-process": [],
-    "processes": ["--processes", "--seed", "7"],
+    # Members snapshot and compact often, so the deleted one is rebuilt from a snapshot.
+    "processes": ["--processes", "--seed", "7", "--snapshot-entries", "300",
+                  "--snapshot-trailing", "100", "--log-level", "info"],
     "up-2-of-3": ["--up", "2"],
 }
 
@@ -414,6 +424,10 @@ def test_stress_passes_all_ten_steps(variant: str, stress_runs: dict[str, Stress
     if variant == "processes":
         assert "processes" in out and (data_dir / "member-1.log").exists(), show(proc)
         assert "peak RSS per server" in out, show(proc)
+        # Step 7 deleted the seed's victim; only a snapshot from the leader could rebuild it,
+        # since every member's log starts well past index 1 by then.
+        logs = "".join(p.read_text() for p in data_dir.glob("member-*.log"))
+        assert "installed the leader's snapshot" in logs, logs[-3000:]
     if variant == "up-2-of-3":
         assert "2 of 3 members up" in out, show(proc)
         assert not (data_dir / "member-3").exists()
@@ -497,6 +511,46 @@ def test_status_table_and_json(cluster: Cluster) -> None:
     addresses = ",".join(m.address for m in cluster.members.values())
     plain = json.loads(ok(raft("status", "--cluster", addresses, "--json")))
     assert [r["id"] for r in plain] == [1, 2, 3]
+
+
+def test_snapshot_command_and_status_columns(cluster: Cluster) -> None:
+    cluster.wait_stable({1, 2, 3})
+    ok(raft("kv", "set", "snap", "shot", "--cluster", cluster.spec))
+    out = ok(raft("snapshot", "--cluster", cluster.spec))
+    taken = {int(m[1]): int(m[2]) for m in re.finditer(r"member (\d+): snapshot at index (\d+)",
+                                                        out)}
+    assert sorted(taken) == [1, 2, 3], out
+    assert all(index > 0 for index in taken.values()), out
+    rows = {r["id"]: r for r in json.loads(ok(raft("status", "--cluster", cluster.spec,
+                                                   "--json")))}
+    for node_id, index in taken.items():
+        assert rows[node_id]["snapshot_index"] >= index, rows[node_id]
+        assert rows[node_id]["log_bytes"] > 0, rows[node_id]
+        snaps = list((cluster.members[node_id].data_dir / "snapshots").glob("*.snap"))
+        assert len(snaps) == 1, snaps
+    table = ok(raft("status", "--cluster", cluster.spec))
+    assert "snapshot" in table and "log_size" in table, table
+    one = ok(raft("snapshot", "--cluster", cluster.spec, "--id", "2"))
+    assert one.startswith("member 2: snapshot at index") and "member 1" not in one, one
+    assert ok(raft("kv", "get", "snap", "--cluster", cluster.spec)).strip() == "shot"
+
+
+def test_serve_refuses_a_corrupt_snapshot(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    state = KVStateMachine()
+    state.apply(["set", "k", "v"])
+    path = write_snapshot(data / "snapshots", SnapshotMeta(5, 1, (1,)), state.snapshot)
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    path.write_bytes(bytes(raw))
+    (port,) = free_ports(1)
+    proc = raft("serve", "--id", "1", "--cluster", f"1=127.0.0.1:{port}", "--data-dir", str(data))
+    output = short_error(proc, 1)
+    assert "refusing to start" in output and path.name in output, show(proc)
+    path.write_bytes(bytes(raw[: len(raw) // 2]))  # truncated
+    proc = raft("serve", "--id", "1", "--cluster", f"1=127.0.0.1:{port}", "--data-dir", str(data))
+    output = short_error(proc, 1)
+    assert "refusing to start" in output and path.name in output, show(proc)
 
 
 def test_leader_killed_acknowledged_writes_survive(cluster: Cluster) -> None:

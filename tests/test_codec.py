@@ -17,13 +17,20 @@ from raft_trio.core.messages import (
     EntryKind,
     Heartbeat,
     HeartbeatResponse,
-    Message,
+    InstallSnapshot,
     RequestVote,
     RequestVoteResponse,
 )
 from raft_trio.encoding import pack_entries
 from raft_trio.transport import codec
-from raft_trio.transport.codec import WIRE_TAGS, CodecError, decode_message, encode_message
+from raft_trio.transport.chunks import SnapshotAck, SnapshotChunk
+from raft_trio.transport.codec import (
+    WIRE_TAGS,
+    CodecError,
+    PeerMessage,
+    decode_message,
+    encode_message,
+)
 
 # Unbounded ints on purpose: the codec promises exact round trips, including
 # values beyond 64 bits that CBOR carries as bignums.
@@ -48,7 +55,7 @@ def append_entries_st(draw: st.DrawFn) -> AppendEntries:
     )
 
 
-message_st: st.SearchStrategy[Message] = st.one_of(
+message_st: st.SearchStrategy[PeerMessage] = st.one_of(
     st.builds(
         RequestVote,
         term=ints,
@@ -72,9 +79,14 @@ message_st: st.SearchStrategy[Message] = st.one_of(
     ),
     st.builds(Heartbeat, term=ints, src=ints, dst=ints, commit=ints),
     st.builds(HeartbeatResponse, term=ints, src=ints, dst=ints),
+    st.builds(InstallSnapshot, term=ints, src=ints, dst=ints, index=ints, snapshot_term=ints),
+    st.builds(SnapshotChunk, term=ints, src=ints, dst=ints, index=ints, snapshot_term=ints,
+              total=ints, offset=ints, data=st.binary(max_size=300)),
+    st.builds(SnapshotAck, term=ints, src=ints, dst=ints, index=ints, snapshot_term=ints,
+              received=ints, accepted=st.booleans()),
 )
 
-SAMPLES: list[Message] = [
+SAMPLES: list[PeerMessage] = [
     RequestVote(term=3, src=1, dst=2, last_log_index=10, last_log_term=2),
     RequestVoteResponse(term=3, src=2, dst=1, granted=True),
     AppendEntries(
@@ -98,10 +110,14 @@ SAMPLES: list[Message] = [
     ),
     Heartbeat(term=3, src=1, dst=2, commit=11),
     HeartbeatResponse(term=3, src=2, dst=1),
+    InstallSnapshot(term=3, src=1, dst=2, index=5000, snapshot_term=2),
+    SnapshotChunk(term=3, src=1, dst=2, index=5000, snapshot_term=2, total=10, offset=4,
+                  data=b"\x00\x01"),
+    SnapshotAck(term=3, src=2, dst=1, index=5000, snapshot_term=2, received=6, accepted=True),
 ]
 
 
-def wire_fields(msg: Message) -> list[Any]:
+def wire_fields(msg: PeerMessage) -> list[Any]:
     """The message as the array the wire format specifies, built independently of the codec."""
     values: list[Any] = []
     for f in dataclasses.fields(msg):
@@ -127,7 +143,7 @@ def assert_rejected(payload: bytes, *fragments: str) -> None:
 
 
 @given(message_st)
-def test_round_trip(msg: Message) -> None:
+def test_round_trip(msg: PeerMessage) -> None:
     decoded = decode_message(encode_message(msg))
     assert decoded == msg
     assert type(decoded) is type(msg)
@@ -138,12 +154,12 @@ def test_round_trip(msg: Message) -> None:
 
 
 @given(message_st)
-def test_wire_layout_is_a_flat_array(msg: Message) -> None:
+def test_wire_layout_is_a_flat_array(msg: PeerMessage) -> None:
     assert cbor2.loads(encode_message(msg)) == wire_fields(msg)
 
 
 @pytest.mark.parametrize("msg", SAMPLES, ids=lambda m: type(m).__name__)
-def test_round_trip_samples(msg: Message) -> None:
+def test_round_trip_samples(msg: PeerMessage) -> None:
     assert decode_message(encode_message(msg)) == msg
 
 
@@ -162,6 +178,9 @@ def test_wire_tags_are_stable() -> None:
         AppendEntriesResponse: 4,
         Heartbeat: 5,
         HeartbeatResponse: 6,
+        InstallSnapshot: 7,
+        SnapshotChunk: 8,
+        SnapshotAck: 9,
     }
 
 
@@ -216,7 +235,7 @@ def test_random_bytes_only_raise_codec_error(payload: bytes) -> None:
 
 
 @given(message_st, st.data())
-def test_corrupted_encodings_only_raise_codec_error(msg: Message, data: st.DataObject) -> None:
+def test_corrupted_encodings_only_raise_codec_error(msg: PeerMessage, data: st.DataObject) -> None:
     payload = bytearray(encode_message(msg))
     for _ in range(data.draw(st.integers(1, 4))):
         pos = data.draw(st.integers(0, len(payload) - 1))
@@ -285,7 +304,7 @@ def test_not_a_non_empty_array(value: Any) -> None:
     assert_rejected(raw(value), "array")
 
 
-@pytest.mark.parametrize("tag", [0, 7, 99, -1, 2**70])
+@pytest.mark.parametrize("tag", [0, 10, 99, -1, 2**70])
 def test_unknown_tag(tag: int) -> None:
     assert_rejected(raw([tag, 1, 2, 3]), "unknown message tag")
 
@@ -296,7 +315,7 @@ def test_tag_of_wrong_type(tag: Any) -> None:
 
 
 @pytest.mark.parametrize("msg", SAMPLES, ids=lambda m: type(m).__name__)
-def test_wrong_arity(msg: Message) -> None:
+def test_wrong_arity(msg: PeerMessage) -> None:
     fields = wire_fields(msg)
     name = type(msg).__name__
     assert_rejected(raw(fields[:-1]), name, "fields")
@@ -317,7 +336,7 @@ def wrong_values(value: Any) -> list[Any]:
     [(m, i) for m in SAMPLES for i in range(1, len(wire_fields(m)))],
     ids=lambda v: type(v).__name__ if dataclasses.is_dataclass(v) else str(v),
 )
-def test_wrong_field_type(msg: Message, position: int) -> None:
+def test_wrong_field_type(msg: PeerMessage, position: int) -> None:
     fields = wire_fields(msg)
     name = dataclasses.fields(msg)[position - 1].name
     for bad in wrong_values(fields[position]):

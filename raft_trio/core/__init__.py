@@ -9,12 +9,13 @@ from raft_trio.core.messages import (
     HardState,
     Heartbeat,
     HeartbeatResponse,
+    InstallSnapshot,
     Message,
     RequestVote,
     RequestVoteResponse,
     Role,
 )
-from raft_trio.core.node import Config, NotLeaderError, RaftNode, Ready, SoftState
+from raft_trio.core.node import Config, NotLeaderError, RaftNode, Ready, SnapshotRef, SoftState
 
 __all__ = [
     "AppendEntries",
@@ -25,6 +26,7 @@ __all__ = [
     "HardState",
     "Heartbeat",
     "HeartbeatResponse",
+    "InstallSnapshot",
     "Message",
     "NotLeaderError",
     "RaftLog",
@@ -33,5 +35,6 @@ __all__ = [
     "RequestVote",
     "RequestVoteResponse",
     "Role",
+    "SnapshotRef",
     "SoftState",
 ]

@@ -1,8 +1,8 @@
 """The in-memory view of the replicated log that the core reasons about.
 
 Indices start at 1. `offset` is the index just before the first entry
-held; it stays 0 until log compaction exists, but every lookup goes
-through it so compaction only has to move it.
+held: the last index covered by a snapshot once the log has been
+compacted, 0 before. `offset_term` is that entry's term.
 """
 
 from __future__ import annotations
@@ -75,6 +75,48 @@ class RaftLog:
 
     def append(self, entries: Sequence[Entry]) -> None:
         self._entries.extend(entries)
+
+    def compact_to(self, index: int, term: int) -> bool:
+        """Make (index, term) the log's new start, as after a snapshot covering it.
+
+        When the log holds that very entry, the entries after it stay
+        (they extend the snapshot's history: the Log Matching property);
+        otherwise every entry goes, since none can be trusted to follow
+        the snapshot. Returns whether the entries after `index` were kept.
+        """
+        if index < self.offset:
+            raise ValueError(f"cannot move the log's start back from {self.offset} to {index}")
+        kept = self.term(index) == term
+        if kept:
+            del self._entries[: index - self.offset]
+        else:
+            self._entries.clear()
+        self.offset = index
+        self.offset_term = term
+        return kept
+
+    @classmethod
+    def restored(cls, entries: Sequence[Entry], index: int, term: int) -> RaftLog:
+        """The log after a restart: a snapshot ending at (index, term) plus what the WAL held.
+
+        The WAL may hold entries the snapshot covers (they are dropped), or
+        start right after it (a marker or compaction put its start there).
+        A WAL entry at `index` with another term is a history the snapshot
+        replaced, so that entry and everything after it are dropped.
+        """
+        if not entries:
+            return cls((), index, term)
+        first = entries[0].index
+        if first > index + 1:
+            raise ValueError(
+                f"the log starts at index {first} but the snapshot ends at {index}: "
+                f"entries {index + 1}-{first - 1} are missing"
+            )
+        if first == index + 1:
+            return cls(entries, index, term)
+        log = cls(entries, first - 1, 0)
+        log.compact_to(index, term)
+        return log
 
     def truncate_from(self, index: int) -> None:
         """Drop every entry with index >= `index`."""

@@ -107,6 +107,24 @@ class HeartbeatResponse:
     dst: int
 
 
+@dataclass(frozen=True, slots=True)
+class InstallSnapshot:
+    """The leader's log no longer holds what `dst` needs: catch up from a snapshot.
+
+    The core only names the snapshot by its last included (index, term);
+    the drivers move its bytes. A leader's core emits this to ask its
+    driver to stream its newest snapshot to `dst`; the follower's driver
+    steps it into the follower's core once the whole file has arrived, is
+    verified and is durable under its final name.
+    """
+
+    term: int
+    src: int
+    dst: int
+    index: int
+    snapshot_term: int
+
+
 Message = (
     RequestVote
     | RequestVoteResponse
@@ -114,4 +132,5 @@ Message = (
     | AppendEntriesResponse
     | Heartbeat
     | HeartbeatResponse
+    | InstallSnapshot
 )

@@ -7,9 +7,17 @@ caller supplies the random generator. The driver loop is
     node.step(msg) / node.tick() / node.propose(...) / node.persisted(...)
     ready = node.ready()
     send ready.messages now;
+    if ready.snapshot: restore the state machine from that snapshot and
+    record in stable storage that the log now starts after it;
     make ready.hard_state and ready.entries durable, then send
     ready.persisted_messages and call node.persisted(last index, term);
     apply ready.committed in order.
+
+Snapshots are the driver's business, and it tells the core about them:
+`snapshot_taken` once a snapshot of its own is durable, then
+`compact_log` to drop the entries it no longer wants in memory;
+`report_snapshot` when streaming one to a follower failed. A follower's
+driver steps in an InstallSnapshot once the leader's file has arrived.
 
 Durability claims (a granted vote, a successful append) travel in
 `persisted_messages`, which the driver must hold back until *every* write
@@ -37,6 +45,7 @@ from raft_trio.core.messages import (
     HardState,
     Heartbeat,
     HeartbeatResponse,
+    InstallSnapshot,
     Message,
     RequestVote,
     RequestVoteResponse,
@@ -70,6 +79,9 @@ class Config:
     # Committed entries handed out per Ready: a restarted member may have a
     # million to apply, and the driver must stay responsive meanwhile.
     max_committed_per_ready: int = 8192
+    # Heartbeat rounds to wait for a snapshot's acknowledgement before
+    # trying again, in case the driver's failure report itself was lost.
+    snapshot_timeout_rounds: int = 600
 
     def __post_init__(self) -> None:
         if self.election_ticks <= self.heartbeat_ticks:
@@ -93,6 +105,14 @@ class SoftState:
     leader_id: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class SnapshotRef:
+    """A snapshot named by its last included entry."""
+
+    index: int
+    term: int
+
+
 @dataclass(slots=True)
 class Ready:
     hard_state: HardState | None = None
@@ -101,9 +121,13 @@ class Ready:
     persisted_messages: list[Message] = field(default_factory=list)
     committed: list[Entry] = field(default_factory=list)
     soft_state: SoftState | None = None
+    # A snapshot from the leader now stands for the log up to its index:
+    # restore it before applying `committed`, and make the log's new start
+    # durable before or with `entries`.
+    snapshot: SnapshotRef | None = None
 
     def needs_persist(self) -> bool:
-        return self.hard_state is not None or bool(self.entries)
+        return self.hard_state is not None or bool(self.entries) or self.snapshot is not None
 
 
 class RaftNode:
@@ -114,9 +138,12 @@ class RaftNode:
         *,
         hard_state: HardState = EMPTY_HARD_STATE,
         entries: Sequence[Entry] = (),
+        snapshot: SnapshotRef | None = None,
         config: Config = DEFAULT_CONFIG,
         rng: random.Random | None = None,
     ):
+        """`entries` are the log as loaded from stable storage; with `snapshot`,
+        the snapshot the state machine was restored from before start."""
         self.id = node_id
         self.voters = tuple(sorted(set(voters)))
         if node_id not in self.voters:
@@ -124,14 +151,21 @@ class RaftNode:
         self.peers = tuple(v for v in self.voters if v != node_id)
         self.config = config
         self.rng = rng if rng is not None else random.Random(node_id)
-        self.log = RaftLog(entries)
+        if snapshot is None:
+            self.log = RaftLog(entries)
+            self.snapshot = SnapshotRef(0, 0)
+        else:
+            self.log = RaftLog.restored(entries, snapshot.index, snapshot.term)
+            self.snapshot = snapshot
 
         self.term = hard_state.term
         self.vote = hard_state.vote
         # A stored commit index is only a hint that lets a restarted member
         # apply before it hears from a leader; never trust it beyond the log.
-        self.commit = min(hard_state.commit, self.log.last_index)
-        self.applied = 0
+        self.commit = max(min(hard_state.commit, self.log.last_index), self.snapshot.index)
+        # Index of the last committed entry handed out in a Ready (or covered
+        # by the snapshot the state machine holds).
+        self.applied = self.snapshot.index
         # Everything loaded at start-up came from stable storage.
         self.durable_index = self.log.last_index
         self._persisted_term_vote = (self.term, self.vote)
@@ -148,6 +182,7 @@ class RaftNode:
         self._messages: list[Message] = []
         self._persisted_messages: list[Message] = []
         self._last_soft = SoftState(self.role, self.term, self.leader_id)
+        self._installed: SnapshotRef | None = None
 
     # ------------------------------------------------------------------ inputs
 
@@ -206,11 +241,48 @@ class RaftNode:
             if self.role is Role.LEADER:
                 self._maybe_commit()
 
+    def snapshot_taken(self, index: int, term: int) -> None:
+        """A snapshot of this member's state up to (index, term) is durable.
+
+        From now on a follower that needs an entry the log no longer holds
+        is sent this snapshot. Older reports are ignored.
+        """
+        if index <= self.snapshot.index:
+            return
+        if index > self.applied or self.log.term(index) not in (term, None):
+            raise ValueError(
+                f"snapshot ({index}, {term}) is not of applied state (applied {self.applied}, "
+                f"log term there {self.log.term(index)})"
+            )
+        self.snapshot = SnapshotRef(index, term)
+
+    def compact_log(self, upto: int) -> None:
+        """Drop the in-memory entries up to `upto`, as far as the snapshot covers them."""
+        upto = min(upto, self.snapshot.index)
+        if upto <= self.log.offset:
+            return
+        term = self.log.term(upto)
+        assert term is not None
+        self.log.compact_to(upto, term)
+
+    def report_snapshot(self, peer: int, delivered: bool) -> None:
+        """The driver finished streaming a snapshot to `peer`.
+
+        A delivered one is acknowledged by the follower itself; a failed one
+        is tried again once the follower answers a heartbeat.
+        """
+        pr = self.progress.get(peer)
+        if pr is None or not pr.pending_snapshot or delivered:
+            return
+        pr.become_probe(pr.match + 1)
+        pr.probe_sent = True
+
     def step(self, msg: Message) -> None:
         if msg.dst != self.id or msg.src == self.id or msg.src not in self.voters:
             return  # misrouted, or from a stranger whose vote or answer must not count
         if msg.term > self.term:
-            leader = msg.src if isinstance(msg, AppendEntries | Heartbeat) else None
+            from_leader = isinstance(msg, AppendEntries | Heartbeat | InstallSnapshot)
+            leader = msg.src if from_leader else None
             self._become_follower(msg.term, leader)
         if isinstance(msg, AppendEntries):
             self._on_append(msg)
@@ -224,6 +296,8 @@ class RaftNode:
             self._on_request_vote(msg)
         elif isinstance(msg, RequestVoteResponse):
             self._on_vote_response(msg)
+        elif isinstance(msg, InstallSnapshot):
+            self._on_install_snapshot(msg)
 
     # ----------------------------------------------------------------- outputs
 
@@ -232,6 +306,7 @@ class RaftNode:
             self._entries
             or self._messages
             or self._persisted_messages
+            or self._installed is not None
             or self.applied < self.commit
             or (self.term, self.vote) != self._persisted_term_vote
             or self._soft_state() != self._last_soft
@@ -250,6 +325,8 @@ class RaftNode:
         self._entries = []
         self._messages = []
         self._persisted_messages = []
+        ready.snapshot = self._installed
+        self._installed = None
         if (self.term, self.vote) != self._persisted_term_vote:
             ready.hard_state = HardState(self.term, self.vote, self.commit)
             self._persisted_term_vote = (self.term, self.vote)
@@ -389,6 +466,39 @@ class RaftNode:
             ))
         self._messages.append(HeartbeatResponse(self.term, self.id, msg.src))
 
+    def _on_install_snapshot(self, msg: InstallSnapshot) -> None:
+        if msg.term < self.term:
+            self._messages.append(
+                AppendEntriesResponse(self.term, self.id, msg.src, False, 0, msg.index, 0, 0)
+            )
+            return
+        if self.role is not Role.FOLLOWER or self.leader_id != msg.src:
+            self._become_follower(msg.term, msg.src)
+        self.election_elapsed = 0
+        if msg.index <= self.commit:
+            # We already hold all of it (a duplicate, or we caught up meanwhile).
+            self._messages.append(
+                AppendEntriesResponse(self.term, self.id, msg.src, True, self.commit, 0, 0, 0)
+            )
+            return
+        kept = self.log.compact_to(msg.index, msg.snapshot_term)
+        pending = self._entries
+        if kept:
+            # Entries not yet handed to the driver stay a contiguous run after the snapshot.
+            while pending and pending[0].index <= msg.index:
+                pending.pop(0)
+        else:
+            pending.clear()
+            # The snapshot file is durable before the driver steps this in.
+            self.durable_index = msg.index
+        self.snapshot = SnapshotRef(msg.index, msg.snapshot_term)
+        self._installed = self.snapshot
+        self.commit = msg.index
+        self.applied = msg.index
+        self._persisted_messages.append(
+            AppendEntriesResponse(self.term, self.id, msg.src, True, msg.index, 0, 0, 0)
+        )
+
     def _on_request_vote(self, msg: RequestVote) -> None:
         if msg.term < self.term:
             self._messages.append(RequestVoteResponse(self.term, self.id, msg.src, False))
@@ -427,7 +537,14 @@ class RaftNode:
         while pr.next <= last and pr.can_send():
             prev = pr.next - 1
             prev_term = log.term(prev)
-            assert prev_term is not None
+            if prev_term is None:
+                # Compacted away: only the snapshot can bring this follower up to date.
+                snap = self.snapshot
+                self._messages.append(
+                    InstallSnapshot(self.term, self.id, peer, snap.index, snap.term)
+                )
+                pr.become_snapshot(snap.index)
+                return
             entries = tuple(log.slice(pr.next, min(pr.next + limit, last + 1)))
             sizes = list(accumulate(map(len, map(_data_of, entries))))
             if sizes[-1] > max_bytes:
@@ -446,6 +563,11 @@ class RaftNode:
         if self.role is not Role.LEADER or msg.term != self.term:
             return
         pr = self.progress[msg.src]
+        if pr.pending_snapshot:
+            pr.snapshot_rounds += 1
+            if pr.snapshot_rounds >= self.config.snapshot_timeout_rounds:
+                self.report_snapshot(msg.src, delivered=False)
+            return
         if pr.match < self.log.last_index:
             if pr.probing:
                 # The probe or its answer may have been lost: allow another.
@@ -468,6 +590,8 @@ class RaftNode:
             if pr.acknowledged(msg.match_index):
                 self._maybe_commit()
             return
+        if pr.pending_snapshot:
+            return  # older news: the snapshot under way settles where this follower stands
         if msg.reject_index <= pr.match:
             if msg.conflict_term == 0 and msg.conflict_index <= pr.match:
                 # The follower's log now ends before what it acknowledged: it lost its

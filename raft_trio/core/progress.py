@@ -12,6 +12,9 @@ class Progress:
     for the answer (it does not know where the logs diverge). In
     *replicate* state it streams entries optimistically, up to
     `max_inflight` unacknowledged messages, advancing `next` as it sends.
+    In *snapshot* state (`pending_snapshot` > 0) the follower needs entries
+    the leader compacted away; a snapshot is on its way and nothing else is
+    sent until it is acknowledged or reported failed.
     """
 
     __slots__ = (
@@ -20,8 +23,10 @@ class Progress:
         "match_at_heartbeat",
         "max_inflight",
         "next",
+        "pending_snapshot",
         "probe_sent",
         "probing",
+        "snapshot_rounds",
         "stalled_rounds",
     )
 
@@ -36,8 +41,13 @@ class Progress:
         self.inflight: deque[int] = deque()
         self.match_at_heartbeat = 0
         self.stalled_rounds = 0
+        self.pending_snapshot = 0
+        # Heartbeat rounds since the snapshot was sent.
+        self.snapshot_rounds = 0
 
     def can_send(self) -> bool:
+        if self.pending_snapshot:
+            return False
         if self.probing:
             return not self.probe_sent
         return len(self.inflight) < self.max_inflight
@@ -58,13 +68,23 @@ class Progress:
             self.next = match_index + 1
         while self.inflight and self.inflight[0] <= match_index:
             self.inflight.popleft()
-        if self.probing:
+        if self.pending_snapshot and match_index >= self.pending_snapshot:
+            self.pending_snapshot = 0
+        if self.probing and not self.pending_snapshot:
             self.probing = False
             self.probe_sent = False
             self.inflight.clear()
         return advanced
 
+    def become_snapshot(self, index: int) -> None:
+        self.pending_snapshot = index
+        self.snapshot_rounds = 0
+        self.probing = True
+        self.probe_sent = False
+        self.inflight.clear()
+
     def become_probe(self, next_index: int) -> None:
+        self.pending_snapshot = 0
         self.probing = True
         self.probe_sent = False
         self.inflight.clear()

@@ -1,17 +1,20 @@
 """Durable storage for a Raft member."""
 
+from raft_trio.storage.incoming import IncomingSnapshot, remove_partial_snapshots
 from raft_trio.storage.snapshot import (
     SnapshotCorruption,
     SnapshotMeta,
     list_snapshots,
     open_snapshot,
     remove_older_snapshots,
+    snapshot_name,
     write_snapshot,
 )
 from raft_trio.storage.wal import WAL, WALCorruption, WALState
 
 __all__ = [
     "WAL",
+    "IncomingSnapshot",
     "SnapshotCorruption",
     "SnapshotMeta",
     "WALCorruption",
@@ -19,5 +22,7 @@ __all__ = [
     "list_snapshots",
     "open_snapshot",
     "remove_older_snapshots",
+    "remove_partial_snapshots",
+    "snapshot_name",
     "write_snapshot",
 ]

@@ -5,13 +5,20 @@ increasing sequence numbers. Each segment is a run of records::
 
     u32 length (big-endian) | u32 crc32(payload) (big-endian) | payload
 
-where the payload is CBOR, either ``[1, packed entries]`` (a batch of
+where the payload is CBOR, one of ``[1, packed entries]`` (a batch of
 consecutive entries in the packed form of raft_trio.encoding, the same bytes
-AppendEntries carries) or ``[2, term, vote_or_null, commit]`` (hard state).
+AppendEntries carries), ``[2, term, vote_or_null, commit]`` (hard state) or
+``[3, index, term]`` (snapshot marker: the log was replaced by a snapshot
+whose last included entry is (index, term)).
 
 Entries are never rewritten in place: a follower that must discard a
 conflicting suffix simply appends a batch whose first index is at or below
 the current last index, and replay truncates before appending.
+
+Log compaction deletes whole segments from the front (`WAL.compact`), so the
+first segment present may have any sequence number and the replayed log may
+start at any index. Every segment after the first begins with the hard state
+current when it was created, so deleting older segments never loses it.
 
 The API is synchronous and not thread-safe; the server serialises calls and
 runs them in a worker thread so that fsync never blocks the event loop.
@@ -27,6 +34,7 @@ import re
 import struct
 import threading
 import zlib
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -48,6 +56,10 @@ MAX_RECORD_BYTES = 256 * 1024 * 1024
 
 _KIND_ENTRIES = 1
 _KIND_HARD_STATE = 2
+_KIND_SNAPSHOT_MARKER = 3
+
+# The head of a packed entry batch (raft_trio.encoding): u64 first index, u32 count.
+_PACKED_RANGE = struct.Struct("<QI")
 
 _SEGMENT_RE = re.compile(r"wal-(\d{16})\.log")
 
@@ -67,8 +79,25 @@ class WALCorruption(Exception):
 
 @dataclass
 class WALState:
+    """What replay found.
+
+    `entries` is contiguous but may start at any index > 0: after a snapshot
+    marker, or when older segments were deleted by compaction.
+    `snapshot_marker` is the last marker replayed, as (index, term).
+    """
+
     hard_state: HardState = field(default_factory=lambda: HardState(0, None, 0))
     entries: list[Entry] = field(default_factory=list)
+    snapshot_marker: tuple[int, int] | None = None
+
+
+@dataclass
+class _Segment:
+    """An older (not current) segment: how big it is and the highest index it mentions."""
+
+    seq: int
+    size: int
+    max_index: int
 
 
 def _segment_name(seq: int) -> str:
@@ -77,6 +106,11 @@ def _segment_name(seq: int) -> str:
 
 def _frame(payload: bytes) -> bytes:
     return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def _hard_state_record(hard_state: HardState) -> bytes:
+    term, vote, commit = hard_state
+    return _frame(cbor2.dumps([_KIND_HARD_STATE, term, vote, commit]))
 
 
 def _fsync_dir(path: Path) -> None:
@@ -137,17 +171,32 @@ class _Replayer:
     Replay is the one place where per-record Python overhead adds up to
     seconds (a million single-entry appends is two million records), so the
     loop is a single flat pass with no calls beyond the unavoidable ones.
+
+    The log held is `entries`, preceded by `offset` (the index just before
+    the first entry held) whose term is `offset_term` when known. While
+    `unanchored` (older segments were deleted and neither an entries record
+    nor a marker has yet told us where the log stands), the first entries
+    record may start anywhere.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, first_seq: int = 1) -> None:
         self.hard_state = HardState(0, None, 0)
+        self.saw_hard_state = False
         self.entries: list[Entry] = []
+        self.offset = 0
+        self.offset_term: int | None = 0
+        self.snapshot_marker: tuple[int, int] | None = None
+        # Segment 1 present means nothing was ever deleted, so the log must
+        # start at index 1 (or right after a marker).
+        self.unanchored = first_seq != 1
 
-    def replay_segment(self, path: Path, data: bytes, is_last: bool) -> int:
-        """Apply every good record in `data`; return the offset where good data ends.
+    def replay_segment(self, path: Path, data: bytes, is_last: bool) -> tuple[int, int]:
+        """Apply every good record in `data`.
 
-        Only in the last segment may that be short of the end of the file,
-        and only when what follows looks like an interrupted write.
+        Return the offset where good data ends and the highest entry or
+        marker index any good record carries (0 if none). Only in the last
+        segment may the good data end short of the end of the file, and only
+        when what follows looks like an interrupted write.
         """
         size = len(data)
         last_header_at = size - _HEADER_SIZE
@@ -156,7 +205,13 @@ class _Replayer:
         loads = cbor2.loads
         entries = self.entries
         extend = entries.extend
-        last = len(entries)  # indices start at 1 and the log is contiguous
+        clear = entries.clear
+        offset = self.offset
+        offset_term = self.offset_term
+        unanchored = self.unanchored
+        marker = self.snapshot_marker
+        last = offset + len(entries)  # the log is contiguous
+        top = 0
         hard_state: Any = None
         off = 0
         problem: str | None = None
@@ -186,15 +241,59 @@ class _Replayer:
                         raise _BadRecord("empty entries record")
                     first = batch[0].index
                     if first > last + 1:
-                        raise _BadRecord(
-                            f"gap: entries record starts at index {first} but log ends at {last}"
-                        )
-                    if first <= last:
-                        del entries[first - 1 :]
+                        if entries or not unanchored:
+                            raise _BadRecord(
+                                f"gap: entries record starts at index {first} "
+                                f"but log ends at {last}"
+                            )
+                        # What preceded it was in deleted segments.
+                        offset = first - 1
+                        offset_term = None
+                    elif first <= last:
+                        if first <= offset:
+                            # Rewrites indexes whose earlier copies were in
+                            # deleted segments (or before a marker).
+                            clear()
+                            offset = first - 1
+                            offset_term = None
+                        else:
+                            del entries[first - offset - 1 :]
                     extend(batch)
                     last = first + len(batch) - 1
+                    if last > top:
+                        top = last
                 elif kind == _KIND_HARD_STATE and len(record) == 4:
                     hard_state = record
+                elif kind == _KIND_SNAPSHOT_MARKER and len(record) == 3:
+                    index = record[1]
+                    term = record[2]
+                    if type(index) is not int or type(term) is not int or index < 1 or term < 0:
+                        raise _BadRecord(f"bad snapshot marker {record!r:.60}")
+                    marker = (index, term)
+                    if index > top:
+                        top = index
+                    if entries:
+                        # Entries held so far are known from their first onward.
+                        unanchored = False
+                    if offset < index <= last:
+                        if entries[index - offset - 1].term == term:
+                            del entries[: index - offset]
+                        else:
+                            clear()
+                        offset = index
+                        offset_term = term
+                    elif index > last:
+                        clear()
+                        offset = index
+                        offset_term = term
+                    elif index == offset:
+                        if offset_term is not None and offset_term != term:
+                            clear()
+                        offset_term = term
+                    # Otherwise the index is below the first one held: that
+                    # entry was in a deleted segment or an earlier snapshot,
+                    # hence committed, so the snapshot matches it; keep all.
+                    last = offset + len(entries)
                 else:
                     raise _BadRecord(f"unknown record {record!r:.60}")
                 off = end
@@ -204,12 +303,17 @@ class _Replayer:
         except Exception as exc:
             reason = str(exc) if isinstance(exc, _BadRecord) else f"malformed record: {exc!r}"
             raise WALCorruption(path, off, reason) from None
+        self.offset = offset
+        self.offset_term = offset_term
+        self.unanchored = unanchored
+        self.snapshot_marker = marker
         if hard_state is not None:
             self.hard_state = HardState(hard_state[1], hard_state[2], hard_state[3])
+            self.saw_hard_state = True
 
         if problem is not None and not (is_last and _looks_torn(data, off)):
             raise WALCorruption(path, off, problem)
-        return off
+        return off, top
 
 
 class _BadRecord(Exception):
@@ -261,14 +365,21 @@ class WAL:
         seq: int,
         fd: int,
         current_size: int,
-        older_bytes: int,
+        older: Sequence[_Segment] = (),
+        current_max_index: int = 0,
+        hard_state: HardState | None = None,
     ) -> None:
         self._dir = directory
         self._segment_bytes = segment_bytes
         self._seq = seq
         self._fd: int | None = fd
         self._size = current_size
-        self._older_bytes = older_bytes
+        self._older: deque[_Segment] = deque(older)
+        self._older_bytes = sum(segment.size for segment in self._older)
+        self._max_index = current_max_index
+        # Written first into every new segment, so that compaction can
+        # delete any older segment without losing term and vote.
+        self._hard_state = hard_state
         self._dirty = False
         # After a failed write or fsync the kernel may have dropped dirty
         # pages while reporting success later, so the only safe reaction is
@@ -283,12 +394,13 @@ class WAL:
         _make_durable_dirs(directory)
 
         segments = _list_segments(directory)
-        replayer = _Replayer()
+        replayer = _Replayer(segments[0][0] if segments else 1)
+        older: list[_Segment] = []
+        last_size = 0
+        last_max_index = 0
         # Replay creates millions of container objects that all survive;
         # the cyclic GC would rescan them over and over for nothing.
         with _gc_paused():
-            older_bytes = 0
-            last_size = 0
             for i, (seq, path) in enumerate(segments):
                 if i > 0 and seq != segments[i - 1][0] + 1:
                     raise WALCorruption(
@@ -296,13 +408,14 @@ class WAL:
                     )
                 is_last = i == len(segments) - 1
                 data = path.read_bytes()
-                good_end = replayer.replay_segment(path, data, is_last)
+                good_end, max_index = replayer.replay_segment(path, data, is_last)
                 if good_end < len(data):
                     _truncate(path, good_end)
                 if not is_last:
-                    older_bytes += good_end
+                    older.append(_Segment(seq, good_end, max_index))
                 else:
                     last_size = good_end
+                    last_max_index = max_index
 
         if segments:
             seq, path = segments[-1]
@@ -328,24 +441,45 @@ class WAL:
                 os.close(fd)
                 raise
 
-        wal = cls(directory, segment_bytes, seq, fd, last_size, older_bytes)
-        return wal, WALState(replayer.hard_state, replayer.entries)
+        wal = cls(
+            directory,
+            segment_bytes,
+            seq,
+            fd,
+            last_size,
+            older,
+            last_max_index,
+            replayer.hard_state if replayer.saw_hard_state else None,
+        )
+        state = WALState(replayer.hard_state, replayer.entries, replayer.snapshot_marker)
+        return wal, state
 
-    def encode(self, hard_state: HardState | None, entries: Sequence[Entry]) -> bytes:
+    def encode(
+        self,
+        hard_state: HardState | None,
+        entries: Sequence[Entry],
+        snapshot_marker: tuple[int, int] | None = None,
+    ) -> bytes:
         """Serialise one append into record bytes for `write`.
 
+        The snapshot marker (index, term of the snapshot's last entry) goes
+        first, since entries appended with it continue after the snapshot.
         Entries go before the hard state, so a torn write can lose the
         commit index update but never leave commit pointing past the log.
         """
         parts: list[bytes] = []
+        if snapshot_marker is not None:
+            index, term = snapshot_marker
+            if type(index) is not int or type(term) is not int or index < 1 or term < 0:
+                raise ValueError(f"bad snapshot marker {snapshot_marker!r}")
+            parts.append(_frame(cbor2.dumps([_KIND_SNAPSHOT_MARKER, index, term])))
         if entries:
             if entries[0].index < 1:
                 raise ValueError("entry indices start at 1")
             # pack_entries refuses a batch that is not consecutive.
             parts.append(_frame(cbor2.dumps([_KIND_ENTRIES, pack_entries(entries)])))
         if hard_state is not None:
-            term, vote, commit = hard_state
-            parts.append(_frame(cbor2.dumps([_KIND_HARD_STATE, term, vote, commit])))
+            parts.append(_hard_state_record(hard_state))
         return b"".join(parts)
 
     def write(self, data: bytes) -> None:
@@ -353,19 +487,20 @@ class WAL:
         if not data:
             return
         self._check_usable()
+        # Before any I/O, so that bytes that are not whole records are refused
+        # without damaging the log.
+        hard_state, max_index = _scan_records(data)
         try:
             if self._size >= self._segment_bytes:
                 self._rotate()
-            assert self._fd is not None
-            view = memoryview(data)
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
-                self._size += written
-                self._dirty = True
+            self._write_all(data)
         except BaseException as exc:
             self._failed = exc
             raise
+        if max_index > self._max_index:
+            self._max_index = max_index
+        if hard_state is not None:
+            self._hard_state = hard_state
 
     def sync(self) -> None:
         self._check_usable()
@@ -379,8 +514,36 @@ class WAL:
             raise
         self._dirty = False
 
-    def append(self, hard_state: HardState | None, entries: Sequence[Entry]) -> None:
-        self.write(self.encode(hard_state, entries))
+    def append(
+        self,
+        hard_state: HardState | None,
+        entries: Sequence[Entry],
+        snapshot_marker: tuple[int, int] | None = None,
+    ) -> None:
+        self.write(self.encode(hard_state, entries, snapshot_marker))
+
+    def compact(self, upto: int) -> int:
+        """Delete the oldest segments that hold nothing above index `upto`; return bytes freed.
+
+        Only a prefix of the older segments goes: deletion stops at the first
+        segment mentioning a higher index, and the current segment always
+        stays. Call it once a snapshot covering `upto` is durable. A failed
+        delete raises but leaves the log usable, since what remains is still
+        a consecutive run of segments.
+        """
+        self._check_usable()
+        freed = 0
+        older = self._older
+        while older and older[0].max_index <= upto:
+            segment = older[0]
+            os.unlink(self._dir / _segment_name(segment.seq))
+            older.popleft()
+            self._older_bytes -= segment.size
+            freed += segment.size
+            # Make each deletion durable before the next: a crash must leave
+            # a prefix deleted, never a hole (open refuses a sequence gap).
+            _fsync_dir(self._dir)
+        return freed
 
     def close(self) -> None:
         """Sync anything outstanding (unless the log has failed) and release the file."""
@@ -406,6 +569,15 @@ class WAL:
         if self._failed is not None:
             raise OSError(f"WAL in {self._dir} failed earlier and is unusable") from self._failed
 
+    def _write_all(self, data: bytes) -> None:
+        assert self._fd is not None
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+            self._size += written
+            self._dirty = True
+
     def _rotate(self) -> None:
         assert self._fd is not None
         # The old segment must be durable before any record lands in the new
@@ -421,10 +593,59 @@ class WAL:
         )
         os.close(self._fd)
         self._fd = new_fd
+        self._older.append(_Segment(self._seq, self._size, self._max_index))
         self._seq = next_seq
         self._older_bytes += self._size
         self._size = 0
+        self._max_index = 0
         _fsync_dir(self._dir)
+        if self._hard_state is not None:
+            self._write_all(_hard_state_record(self._hard_state))
+
+
+def _scan_records(data: bytes) -> tuple[HardState | None, int]:
+    """The last hard state in `data` (whole records from `encode`) and the highest index in it.
+
+    Looks only at record headers and the first bytes of each payload, except
+    for the last hard state and any marker records, which are small; raises
+    ValueError for bytes that are not whole records.
+    """
+    size = len(data)
+    last_hard_state = -1  # offset of the last hard state record's payload
+    top = 0
+    off = 0
+    while off < size:
+        if size - off < _HEADER_SIZE:
+            raise ValueError(f"not whole WAL records: short header at offset {off}")
+        length = _HEADER.unpack_from(data, off)[0]
+        start = off + _HEADER_SIZE
+        end = start + length
+        if length < 2 or end > size:
+            raise ValueError(f"not whole WAL records: bad length {length} at offset {off}")
+        # Every payload is a short CBOR array whose first item is the kind.
+        kind = data[start + 1]
+        if kind == _KIND_ENTRIES:
+            # [1, bytes]: 0x82 0x01, then the byte string head, then the batch.
+            head = data[start + 2]
+            extra = head & 0x1F
+            skip = 1 + (0 if extra < 24 else 1 << (extra - 24))
+            first, count = _PACKED_RANGE.unpack_from(data, start + 2 + skip)
+            if first + count - 1 > top:
+                top = first + count - 1
+        elif kind == _KIND_HARD_STATE:
+            last_hard_state = start
+        elif kind == _KIND_SNAPSHOT_MARKER:
+            index = cbor2.loads(data[start:end])[1]
+            if index > top:
+                top = index
+        else:
+            raise ValueError(f"not whole WAL records: unknown record kind at offset {off}")
+        off = end
+    if last_hard_state < 0:
+        return None, top
+    length = _HEADER.unpack_from(data, last_hard_state - _HEADER_SIZE)[0]
+    record = cbor2.loads(data[last_hard_state : last_hard_state + length])
+    return HardState(record[1], record[2], record[3]), top
 
 
 def _list_segments(directory: Path) -> list[tuple[int, Path]]:

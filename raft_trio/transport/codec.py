@@ -28,20 +28,26 @@ from raft_trio.core.messages import (
     Entry,
     Heartbeat,
     HeartbeatResponse,
+    InstallSnapshot,
     Message,
     RequestVote,
     RequestVoteResponse,
 )
 from raft_trio.encoding import PackError, pack_entries, unpack_entries
+from raft_trio.transport.chunks import SnapshotAck, SnapshotChunk
 
-__all__ = ["WIRE_TAGS", "CodecError", "decode_message", "encode_message"]
+__all__ = ["WIRE_TAGS", "CodecError", "PeerMessage", "decode_message", "encode_message"]
+
+# Everything that travels between members: the core's messages and the
+# records that stream snapshots.
+PeerMessage = Message | SnapshotChunk | SnapshotAck
 
 
 class CodecError(ValueError):
     """A payload is not a well-formed Raft message."""
 
 
-WIRE_TAGS: Mapping[type[Message], int] = MappingProxyType(
+WIRE_TAGS: Mapping[type[PeerMessage], int] = MappingProxyType(
     {
         RequestVote: 1,
         RequestVoteResponse: 2,
@@ -49,12 +55,15 @@ WIRE_TAGS: Mapping[type[Message], int] = MappingProxyType(
         AppendEntriesResponse: 4,
         Heartbeat: 5,
         HeartbeatResponse: 6,
+        InstallSnapshot: 7,
+        SnapshotChunk: 8,
+        SnapshotAck: 9,
     }
 )
 
 # Python field type -> type of the decoded CBOR value. Exact types are
 # compared (`type(v) is t`), so a CBOR bool never passes as an int.
-_WIRE_TYPES: dict[Any, type] = {int: int, bool: bool, tuple[Entry, ...]: bytes}
+_WIRE_TYPES: dict[Any, type] = {int: int, bool: bool, bytes: bytes, tuple[Entry, ...]: bytes}
 
 # Valid messages are one flat array (entries travel packed in a byte
 # string); a tight bound stops hostile input from making the decoder recurse.
@@ -63,7 +72,7 @@ _MAX_DEPTH = 8
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Spec:
-    cls: Callable[..., Message]
+    cls: Callable[..., PeerMessage]
     name: str
     fields: tuple[str, ...]
     wire_types: tuple[type, ...]
@@ -90,7 +99,7 @@ def _build_specs() -> tuple[
 _ENCODERS, _SPECS = _build_specs()
 
 
-def encode_message(msg: Message, packed_entries: bytes | None = None) -> bytes:
+def encode_message(msg: PeerMessage, packed_entries: bytes | None = None) -> bytes:
     """Encode `msg` as one CBOR array.
 
     AppendEntries carries its entries packed (raft_trio.encoding) in one byte
@@ -109,7 +118,7 @@ def encode_message(msg: Message, packed_entries: bytes | None = None) -> bytes:
     return cbor2.dumps((tag, *getter(msg)))
 
 
-def decode_message(payload: bytes) -> Message:
+def decode_message(payload: bytes) -> PeerMessage:
     """Decode one message; raise CodecError, and nothing else, on bad input."""
     raw = _load(payload)
     if type(raw) is not list or not raw:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import trio
 
-from raft_trio.core.messages import Message
+from raft_trio.transport.codec import PeerMessage as Message
 from raft_trio.transport.codec import decode_message, encode_message
 
 __all__ = ["MemoryEndpoint", "MemoryNetwork", "NetworkStats"]
