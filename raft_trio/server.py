@@ -260,7 +260,11 @@ class RaftServer:
         self.port: int | None = None
         self.last_applied = 0
         self._pending: dict[int, tuple[int, _Proposal, int]] = {}
-        self.counters = {"fsyncs": 0, "messages_sent": 0, "messages_received": 0}
+        self.counters = {
+            "fsyncs": 0, "messages_sent": 0, "messages_received": 0,
+            "snapshots_sent": 0, "snapshot_bytes_sent": 0,
+            "snapshots_installed": 0, "snapshot_bytes_received": 0,
+        }
         self._packed: dict[tuple[int, int, int], bytes] = {}
         self._outboxes: dict[int, _Outbox] = {}
         self._inbox_send: trio.MemorySendChannel[Any] | None = None
@@ -317,6 +321,7 @@ class RaftServer:
             "fsyncs": self.counters["fsyncs"],
             "messages_sent": self.counters["messages_sent"],
             "messages_received": self.counters["messages_received"],
+            **{k: v for k, v in self.counters.items() if k.startswith("snapshot")},
         }
 
     def log_entries(self, start: int, count: int) -> list[Entry]:
@@ -796,6 +801,7 @@ class RaftServer:
         self.last_applied = ref.index
         self._applied_term = ref.term
         self._applied_bytes = 0
+        self.counters["snapshots_installed"] += 1
         if self.snapshot_meta is None or meta.index > self.snapshot_meta.index:
             self.snapshot_meta = meta
             self._snapshot_path = path
@@ -983,6 +989,7 @@ class RaftServer:
                         with trio.fail_after(self.timing.send_timeout):
                             await send_frames(stream, [encode_message(chunk)])
                         sent += len(data)
+                        self.counters["snapshot_bytes_sent"] += len(data)
                         # Heartbeats keep the follower from starting an election
                         # meanwhile. (A repeated request for this snapshot is dropped.)
                         await self._send_queued(stream, box, peer)
@@ -997,6 +1004,7 @@ class RaftServer:
                         sent = acks.received  # the follower holds less than we thought
                         acks.accepted = True
             delivered = True
+            self.counters["snapshots_sent"] += 1
         except trio.TooSlowError:
             raise _SendStalled(f"member {peer} took over {self.timing.send_timeout}s to take a "
                                f"snapshot chunk") from None
@@ -1117,6 +1125,7 @@ class RaftServer:
         if chunk.offset > incoming.received:
             self._ack(chunk, incoming.received, accepted=False)
             return
+        self.counters["snapshot_bytes_received"] += len(chunk.data)
         try:
             await trio.to_thread.run_sync(incoming.write, chunk.offset, chunk.data)
         except ValueError as exc:

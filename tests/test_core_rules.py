@@ -20,13 +20,16 @@ from raft_trio.core import (
     HardState,
     Heartbeat,
     HeartbeatResponse,
+    InstallSnapshot,
     Message,
     NotLeaderError,
+    RaftLog,
     RaftNode,
     Ready,
     RequestVote,
     RequestVoteResponse,
     Role,
+    SnapshotRef,
 )
 
 M = TypeVar("M")
@@ -697,3 +700,409 @@ def test_committed_entries_are_handed_out_in_bounded_slices() -> None:
     while n.has_ready():
         slices.append([e.index for e in n.ready().committed])
     assert slices == [list(range(1, 11)), list(range(11, 21)), list(range(21, 26))]
+
+
+# ---------------------------------------------------------------- snapshots: the log
+
+
+def test_compact_to_keeps_the_tail_when_the_entry_matches() -> None:
+    log = RaftLog(log_of([1, 1, 2, 2, 3]))
+    assert log.compact_to(3, 2)
+    assert (log.offset, log.offset_term) == (3, 2)
+    assert log.slice(1, 6) == log_of([2, 3], start=4)
+    assert (log.term(3), log.term(2)) == (2, None)
+    assert (log.last_index, log.last_term) == (5, 3)
+
+
+def test_compact_to_drops_everything_when_the_term_differs() -> None:
+    log = RaftLog(log_of([1, 1, 2, 2, 3]))
+    assert not log.compact_to(3, 4)
+    assert len(log) == 0
+    assert (log.offset, log.offset_term) == (3, 4)
+    assert (log.last_index, log.last_term, log.term(3), log.term(4)) == (3, 4, 4, None)
+
+
+def test_compact_to_beyond_the_log_drops_everything() -> None:
+    log = RaftLog(log_of([1, 1, 2]))
+    assert not log.compact_to(9, 4)
+    assert len(log) == 0
+    assert (log.offset, log.offset_term, log.last_index, log.last_term) == (9, 4, 9, 4)
+
+
+def test_compact_to_refuses_to_move_the_start_back() -> None:
+    log = RaftLog(log_of([1, 1, 2, 2, 3]))
+    log.compact_to(3, 2)
+    with pytest.raises(ValueError):
+        log.compact_to(2, 1)
+    assert (log.offset, log.offset_term, len(log)) == (3, 2, 2)
+    assert log.compact_to(3, 2)  # the same start again is no move at all
+    assert (log.offset, len(log)) == (3, 2)
+
+
+def test_restored_drops_wal_entries_the_snapshot_covers() -> None:
+    log = RaftLog.restored(log_of([1, 1, 2, 2, 2, 3, 3, 3]), 5, 2)
+    assert (log.offset, log.offset_term) == (5, 2)
+    assert log.slice(1, 9) == log_of([3, 3, 3], start=6)
+
+
+def test_restored_with_wal_starting_right_after_the_snapshot() -> None:
+    log = RaftLog.restored(log_of([3, 3], start=6), 5, 2)
+    assert (log.offset, log.offset_term, log.last_index) == (5, 2, 7)
+    assert log.slice(1, 8) == log_of([3, 3], start=6)
+    empty = RaftLog.restored([], 5, 2)
+    assert (empty.offset, empty.last_index, empty.last_term) == (5, 5, 2)
+
+
+def test_restored_refuses_a_gap_after_the_snapshot() -> None:
+    with pytest.raises(ValueError, match="missing"):
+        RaftLog.restored(log_of([3, 3], start=8), 5, 2)
+
+
+def test_restored_drops_a_history_the_snapshot_replaced() -> None:
+    # The WAL holds (5, 1) but the snapshot says index 5 is of term 2: nothing after it
+    # can be trusted to follow the snapshot.
+    log = RaftLog.restored(log_of([1, 1, 1, 1, 1, 1, 1]), 5, 2)
+    assert len(log) == 0
+    assert (log.offset, log.offset_term, log.last_index, log.last_term) == (5, 2, 5, 2)
+    # A WAL that ends before the snapshot's index is wholly covered.
+    short = RaftLog.restored(log_of([1, 1]), 5, 2)
+    assert (len(short), short.last_index, short.last_term) == (0, 5, 2)
+
+
+# ------------------------------------------------------------ snapshots: a member's own
+
+SNAP = SnapshotRef(10, 2)
+
+
+def node_from_snapshot(
+    node_id: int = 1,
+    *,
+    snapshot: SnapshotRef = SNAP,
+    entries: Sequence[Entry] = (),
+    term: int | None = None,
+    commit: int = 0,
+    config: Config | None = None,
+) -> RaftNode:
+    """A member restarted from `snapshot` plus the WAL `entries`."""
+    return RaftNode(
+        node_id,
+        VOTERS3,
+        hard_state=HardState(snapshot.term if term is None else term, None, commit),
+        entries=entries,
+        snapshot=snapshot,
+        config=config if config is not None else Config(),
+    )
+
+
+def test_node_restarted_from_a_snapshot_starts_applied_up_to_it() -> None:
+    n = node_from_snapshot(entries=log_of([2] * 5, start=11))
+    assert n.applied == n.commit == 10
+    assert (n.log.offset, n.log.offset_term, n.log.last_index) == (10, 2, 15)
+    assert n.ready().committed == []
+
+
+def test_node_restarted_from_a_snapshot_hands_out_only_later_entries() -> None:
+    # The WAL still holds entries the snapshot covers; the commit hint reaches past it.
+    n = node_from_snapshot(snapshot=SnapshotRef(10, 1), entries=log_of([1] * 15), commit=13)
+    assert n.applied == 10 and n.commit == 13
+    assert n.log.offset == 10
+    assert [e.index for e in n.ready().committed] == [11, 12, 13]
+    assert n.ready().committed == []
+    # A stale hint below the snapshot never lowers the commit index under it.
+    low = node_from_snapshot(snapshot=SnapshotRef(10, 1), entries=log_of([1] * 15), commit=4)
+    assert low.applied == low.commit == 10
+    assert low.ready().committed == []
+
+
+def test_snapshot_taken_ignores_older_snapshots() -> None:
+    n = node_from_snapshot(entries=log_of([2] * 5, start=11), commit=15)
+    n.ready()
+    n.snapshot_taken(5, 1)  # older: ignored, whatever its term
+    n.snapshot_taken(10, 7)  # the same index: ignored too
+    assert n.snapshot == SNAP
+    n.snapshot_taken(13, 2)
+    assert n.snapshot == SnapshotRef(13, 2)
+    n.snapshot_taken(12, 2)
+    assert n.snapshot == SnapshotRef(13, 2)
+
+
+def test_snapshot_taken_rejects_a_snapshot_beyond_applied() -> None:
+    n = node(term=1, commit=5, entries=log_of([1] * 5))
+    assert n.commit == 5 and n.applied == 0
+    with pytest.raises(ValueError):
+        n.snapshot_taken(3, 1)  # committed, but not yet handed out to apply
+    assert [e.index for e in n.ready().committed] == [1, 2, 3, 4, 5]
+    with pytest.raises(ValueError):
+        n.snapshot_taken(3, 2)  # applied, but index 3 is not of term 2
+    assert n.snapshot == SnapshotRef(0, 0)
+    n.snapshot_taken(3, 1)
+    assert n.snapshot == SnapshotRef(3, 1)
+
+
+def test_compact_log_never_drops_beyond_the_snapshot() -> None:
+    n = node(term=1, commit=10, entries=log_of([1] * 10))
+    n.ready()
+    n.compact_log(8)  # no snapshot yet: nothing may go
+    assert n.log.offset == 0 and len(n.log) == 10
+    n.snapshot_taken(6, 1)
+    n.compact_log(10)
+    assert (n.log.offset, n.log.offset_term) == (6, 1)
+    assert entries_of(n) == log_of([1] * 4, start=7)
+    n.compact_log(3)  # behind the log's start: no change, no error
+    assert n.log.offset == 6 and len(n.log) == 4
+
+
+# -------------------------------------------------------- snapshots: the leader's side
+
+
+def snapshot_leader(config: Config | None = None) -> RaftNode:
+    """Leader of term 3, restarted from snapshot (10, 2) plus entries 11..15 of term 2.
+
+    Its no-op is (16, 3); a probe to each follower is outstanding."""
+    leader = node_from_snapshot(entries=log_of([2] * 5, start=11), commit=15, config=config)
+    elect(leader)
+    assert (leader.term, leader.log.offset, leader.log.last_index) == (3, 10, 16)
+    return leader
+
+
+def follower_lacks(leader: RaftNode, peer: int, last: int) -> Ready:
+    """`peer` rejects the leader's probe: its log ends at `last`. Returns the leader's Ready."""
+    prev = leader.progress[peer].next - 1
+    leader.step(AppendEntriesResponse(leader.term, peer, leader.id, False, 0, prev, 0, last + 1))
+    return leader.ready()
+
+
+def sent_to(ready: Ready, peer: int, kind: type[M]) -> list[M]:
+    return of_type([m for m in ready.messages if m.dst == peer], kind)
+
+
+def test_leader_sends_install_snapshot_to_a_follower_needing_a_compacted_entry() -> None:
+    leader = snapshot_leader()
+    # Follower 2 needs 11: the entry before it, (10, 2), is the log's start and still known.
+    ready = follower_lacks(leader, 2, 10)
+    assert sent_to(ready, 2, InstallSnapshot) == []
+    assert [(m.prev_index, m.prev_term) for m in sent_to(ready, 2, AppendEntries)] == [(10, 2)]
+    # Follower 3 needs 10, which the log no longer holds.
+    ready = follower_lacks(leader, 3, 9)
+    assert sent_to(ready, 3, AppendEntries) == []
+    assert sent_to(ready, 3, InstallSnapshot) == [InstallSnapshot(3, 1, 3, 10, 2)]
+    assert leader.progress[3].pending_snapshot == 10
+
+
+def test_install_snapshot_names_the_newest_snapshot_not_the_log_start() -> None:
+    leader = snapshot_leader()
+    leader.snapshot_taken(15, 2)  # taken, but the log is not compacted: it starts at 10
+    ready = follower_lacks(leader, 2, 4)
+    assert sent_to(ready, 2, InstallSnapshot) == [InstallSnapshot(3, 1, 2, 15, 2)]
+    assert leader.progress[2].pending_snapshot == 15
+
+
+def test_no_append_entries_while_a_snapshot_is_pending_then_replication_resumes() -> None:
+    leader = snapshot_leader()
+    follower = node(2, VOTERS3, term=3)  # an empty disk
+    ready = follower_lacks(leader, 2, 0)
+    [install] = sent_to(ready, 2, InstallSnapshot)
+    # While the file is streamed, new proposals and heartbeat rounds send it nothing else.
+    leader.propose([b"x", b"y"])
+    ready = leader.ready()
+    persist(leader, ready)
+    assert sent_to(ready, 2, AppendEntries) == [] and sent_to(ready, 2, InstallSnapshot) == []
+    for _ in range(3):
+        leader.tick()
+        beats = sent_to(leader.ready(), 2, Heartbeat)
+        assert [b.commit for b in beats] == [0]
+        leader.step(HeartbeatResponse(3, 2, 1))
+        ready = leader.ready()
+        assert sent_to(ready, 2, AppendEntries) == [] and sent_to(ready, 2, InstallSnapshot) == []
+    # The file arrived; the follower's core takes it and acknowledges.
+    follower.step(install)
+    fready = follower.ready()
+    assert fready.snapshot == SNAP
+    [ack] = fready.persisted_messages
+    assert ack == AppendEntriesResponse(3, 2, 1, True, 10, 0, 0, 0)
+    leader.step(ack)
+    assert leader.progress[2].pending_snapshot == 0
+    ready = leader.ready()
+    appends = sent_to(ready, 2, AppendEntries)
+    assert appends and (appends[0].prev_index, appends[0].prev_term) == (10, 2)
+    assert appends[0].entries[0].index == 11
+    _catch_up(leader, follower, ready)
+    assert follower.log.last_index == leader.log.last_index == 18
+
+
+def test_failed_snapshot_is_resent_only_after_the_follower_answers_a_heartbeat() -> None:
+    leader = snapshot_leader()
+    follower_lacks(leader, 2, 0)
+    leader.report_snapshot(2, delivered=False)
+    assert sent_to(leader.ready(), 2, InstallSnapshot) == []
+    assert not leader.has_ready()
+    leader.tick()
+    assert sent_to(leader.ready(), 2, InstallSnapshot) == []  # a heartbeat, not the snapshot
+    leader.step(HeartbeatResponse(3, 2, 1))
+    assert sent_to(leader.ready(), 2, InstallSnapshot) == [InstallSnapshot(3, 1, 2, 10, 2)]
+    assert leader.progress[2].pending_snapshot == 10
+
+
+def test_delivered_snapshot_waits_for_the_follower_acknowledgement() -> None:
+    leader = snapshot_leader()
+    follower_lacks(leader, 2, 0)
+    leader.report_snapshot(2, delivered=True)
+    for _ in range(5):
+        leader.step(HeartbeatResponse(3, 2, 1))
+        ready = leader.ready()
+        assert sent_to(ready, 2, InstallSnapshot) == [] and sent_to(ready, 2, AppendEntries) == []
+    assert leader.progress[2].pending_snapshot == 10
+
+
+def test_unacknowledged_snapshot_is_resent_after_the_timeout_rounds() -> None:
+    rounds = 4
+    leader = snapshot_leader(Config(snapshot_timeout_rounds=rounds))
+    follower_lacks(leader, 2, 0)
+    resent_at = []
+    for answer in range(1, rounds + 2):
+        leader.step(HeartbeatResponse(3, 2, 1))
+        ready = leader.ready()
+        assert sent_to(ready, 2, AppendEntries) == []
+        if sent_to(ready, 2, InstallSnapshot):
+            assert sent_to(ready, 2, InstallSnapshot) == [InstallSnapshot(3, 1, 2, 10, 2)]
+            resent_at.append(answer)
+    # Not before `rounds` answers have gone by unacknowledged; then at once, and once.
+    assert resent_at == [rounds]
+    assert leader.progress[2].pending_snapshot == 10
+
+
+def test_snapshot_timeout_rounds_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="snapshot_timeout_rounds"):
+        Config(snapshot_timeout_rounds=0)
+
+
+def test_stale_answers_while_a_snapshot_is_pending_are_ignored() -> None:
+    leader = snapshot_leader()
+    follower_lacks(leader, 2, 0)
+    pr = leader.progress[2]
+    # A late success for an old append, below the snapshot's index: it settles nothing.
+    leader.step(AppendEntriesResponse(3, 2, 1, True, 5, 0, 0, 0))
+    assert (pr.match, pr.pending_snapshot) == (5, 10)
+    ready = leader.ready()
+    assert sent_to(ready, 2, AppendEntries) == [] and sent_to(ready, 2, InstallSnapshot) == []
+    # A late rejection that, taken at face value, says the follower lost entries 3..5.
+    leader.step(AppendEntriesResponse(3, 2, 1, False, 0, 5, 0, 3))
+    # And a reordered rejection of the first probe.
+    leader.step(AppendEntriesResponse(3, 2, 1, False, 0, 15, 0, 1))
+    assert (pr.match, pr.pending_snapshot) == (5, 10)
+    ready = leader.ready()
+    assert sent_to(ready, 2, AppendEntries) == [] and sent_to(ready, 2, InstallSnapshot) == []
+
+
+# ------------------------------------------------------ snapshots: the follower's side
+
+
+def test_install_snapshot_with_a_stale_term_is_rejected() -> None:
+    n = node(term=5, entries=log_of([1, 1, 5]))
+    n.step(InstallSnapshot(3, 2, 1, 10, 3))
+    ready = n.ready()
+    assert ready.messages == [AppendEntriesResponse(5, 1, 2, False, 0, 10, 0, 0)]
+    assert ready.persisted_messages == [] and ready.snapshot is None
+    assert n.commit == 0 and n.log.offset == 0 and entries_of(n) == log_of([1, 1, 5])
+    assert n.leader_id is None
+
+
+def test_install_snapshot_already_covered_by_the_commit_index_changes_nothing() -> None:
+    n = node(term=2, commit=8, entries=log_of([1] * 4 + [2] * 4))
+    assert [e.index for e in n.ready().committed] == list(range(1, 9))
+    n.step(InstallSnapshot(2, 2, 1, 5, 1))
+    ready = n.ready()
+    assert ready.snapshot is None
+    assert ready.messages == [AppendEntriesResponse(2, 1, 2, True, 8, 0, 0, 0)]
+    assert ready.persisted_messages == []
+    assert n.log.offset == 0 and entries_of(n) == log_of([1] * 4 + [2] * 4)
+    assert n.snapshot == SnapshotRef(0, 0) and n.commit == n.applied == 8
+    # Equal to the commit index: the same.
+    n.step(InstallSnapshot(2, 2, 1, 8, 2))
+    ready = n.ready()
+    assert ready.snapshot is None
+    assert ready.messages == [AppendEntriesResponse(2, 1, 2, True, 8, 0, 0, 0)]
+
+
+def test_newer_install_snapshot_keeps_the_tail_when_the_entry_matches() -> None:
+    n = node(term=2, commit=2, entries=log_of([1, 1, 2, 2, 2, 2]))
+    assert [e.index for e in n.ready().committed] == [1, 2]
+    n.step(InstallSnapshot(2, 2, 1, 4, 2))
+    assert n.commit == n.applied == 4  # before any Ready: nothing left to hand out
+    ready = n.ready()
+    assert ready.snapshot == SnapshotRef(4, 2)
+    assert n.snapshot == SnapshotRef(4, 2)
+    assert ready.committed == []  # 3 and 4 come from the snapshot, not from the log
+    assert (n.log.offset, n.log.offset_term) == (4, 2)
+    assert entries_of(n) == log_of([2, 2], start=5)
+    assert ready.persisted_messages == [AppendEntriesResponse(2, 1, 2, True, 4, 0, 0, 0)]
+    assert of_type(ready.messages, AppendEntriesResponse) == []
+    assert ready.needs_persist()
+
+
+def test_newer_install_snapshot_drops_the_log_when_the_entry_differs() -> None:
+    # Entries 3..5 are from a term-2 leader whose history the term-3 snapshot replaced.
+    n = node(term=3, commit=2, entries=log_of([1, 1, 2, 2, 2]))
+    n.ready()
+    n.step(InstallSnapshot(3, 2, 1, 4, 3))
+    assert n.commit == n.applied == 4
+    ready = n.ready()
+    assert ready.snapshot == SnapshotRef(4, 3)
+    assert ready.committed == []
+    assert len(n.log) == 0
+    assert (n.log.offset, n.log.last_index, n.log.last_term) == (4, 4, 3)
+    assert ready.persisted_messages == [AppendEntriesResponse(3, 1, 2, True, 4, 0, 0, 0)]
+    assert ready.messages == []
+    # A snapshot beyond the whole log also leaves an empty log starting after it.
+    n.step(InstallSnapshot(3, 2, 1, 20, 3))
+    assert n.ready().snapshot == SnapshotRef(20, 3)
+    assert (len(n.log), n.log.last_index, n.commit, n.applied) == (0, 20, 20, 20)
+
+
+def test_entries_covered_by_an_installed_snapshot_never_reach_the_driver() -> None:
+    # Entries 3..6 arrive but are not yet handed out when the snapshot at 4 is stepped in.
+    n = node(term=2, entries=log_of([1, 1]))
+    n.step(AppendEntries(2, 2, 1, 2, 1, tuple(log_of([2, 2, 2, 2], start=3)), 0))
+    n.step(InstallSnapshot(2, 2, 1, 4, 2))
+    ready = n.ready()
+    assert ready.snapshot == SnapshotRef(4, 2)
+    assert ready.entries == log_of([2, 2], start=5)
+    assert ready.committed == []
+    # Same, but a term-3 leader's snapshot has another term at 4: none may be written.
+    n = node(term=2, entries=log_of([1, 1]))
+    n.step(AppendEntries(2, 2, 1, 2, 1, tuple(log_of([2, 2, 2, 2], start=3)), 0))
+    assert n.log.last_index == 6
+    n.step(InstallSnapshot(3, 3, 1, 4, 3))
+    ready = n.ready()
+    assert ready.snapshot == SnapshotRef(4, 3)
+    assert ready.entries == []
+    assert n.log.last_index == 4
+
+
+@pytest.mark.parametrize("role", [Role.CANDIDATE, Role.LEADER])
+def test_higher_term_install_snapshot_makes_a_follower_of_the_sender(role: Role) -> None:
+    n = node(term=4, entries=log_of([1, 2, 4]))
+    if role is Role.CANDIDATE:
+        n.campaign()
+    else:
+        elect(n)
+    n.ready()
+    assert n.role is role and n.term == 5
+    n.step(InstallSnapshot(7, 3, 1, 2, 2))
+    assert n.role is Role.FOLLOWER
+    assert (n.term, n.vote, n.leader_id) == (7, None, 3)
+    assert n.progress == {}
+    ready = n.ready()
+    assert ready.snapshot == SnapshotRef(2, 2)
+    assert ready.persisted_messages == [AppendEntriesResponse(7, 1, 3, True, 2, 0, 0, 0)]
+    assert ready.hard_state is not None and ready.hard_state.term == 7
+
+
+def test_same_term_install_snapshot_makes_a_candidate_follow_the_sender() -> None:
+    n = node(term=4, entries=log_of([1, 2, 4]))
+    n.campaign()
+    n.ready()
+    n.step(InstallSnapshot(5, 3, 1, 3, 4))
+    assert role(n) is Role.FOLLOWER
+    assert (n.term, n.vote, n.leader_id) == (5, 1, 3)
+    assert n.ready().snapshot == SnapshotRef(3, 4)

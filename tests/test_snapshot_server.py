@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -132,3 +133,87 @@ async def test_snapshot_on_request(cluster: InProcessCluster) -> None:
     assert leader.status()["snapshot_index"] == index
     # Nothing new applied: the same snapshot answers.
     assert await leader.take_snapshot() == index
+
+
+def members_of(count: int) -> dict[int, str]:
+    return {i + 1: f"127.0.0.1:{p}" for i, p in enumerate(free_ports(count))}
+
+
+async def fill(cluster: InProcessCluster, keys: int, value_size: int) -> None:
+    """Distinct keys with large values: a snapshot of a few MiB."""
+    async with raft_trio.connect(list(cluster.members.values()), timeout=30) as client:
+        for first in range(0, keys, 200):
+            await client.set_many([(f"big{i}", f"{i:08d}" + "x" * value_size)
+                                   for i in range(first, min(first + 200, keys))])
+
+
+async def test_a_transfer_that_stalls_resumes_where_the_follower_left_off(
+    tmp_path: Path,
+) -> None:
+    policy = SnapshotPolicy(entries=100, trailing=10, chunk_bytes=16 * 1024, window=2,
+                            ack_timeout=0.5)
+    async with trio.open_nursery() as nursery:
+        cluster = InProcessCluster(nursery, members_of(3), tmp_path, FAST, "warning", policy)
+        for node_id in cluster.members:
+            await cluster.start(node_id)
+        leader = await leader_of(cluster)
+        victim = next(i for i in cluster.running() if i != leader.id)
+        await cluster.stop(victim)
+        await fill(cluster, 2000, 500)  # about 1 MiB of state
+        await leader.take_snapshot()
+        cluster.wipe(victim)
+        await cluster.start(victim)
+        follower = cluster.servers[victim]
+        # The follower stops acknowledging chunks once two thirds of the file are in:
+        # the leader gives up after ack_timeout and starts the transfer again.
+        real_ack = follower._ack
+        dropped = 0
+
+        def flaky_ack(chunk: Any, received: int, *, accepted: bool) -> None:
+            nonlocal dropped
+            if received > chunk.total * 2 // 3 and dropped < 2:
+                dropped += 1
+                return
+            real_ack(chunk, received, accepted=accepted)
+
+        follower._ack = flaky_ack  # type: ignore[method-assign]
+        await wait_converged(cluster, timeout=30)
+        assert kv(follower) == kv(leader)
+        assert dropped == 2
+        size = leader.status()["snapshot_bytes"]
+        sent = leader.counters["snapshot_bytes_sent"]
+        assert leader.counters["snapshots_sent"] == 1
+        # Resumed, not restarted: well under two whole copies crossed the wire.
+        assert size < sent < 1.5 * size, (size, sent)
+        assert follower.counters["snapshots_installed"] == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_new_leader_replaces_a_transfer_cut_short(tmp_path: Path) -> None:
+    policy = SnapshotPolicy(entries=100, trailing=10, chunk_bytes=2048, window=1)
+    async with trio.open_nursery() as nursery:
+        cluster = InProcessCluster(nursery, members_of(3), tmp_path, FAST, "warning", policy)
+        for node_id in cluster.members:
+            await cluster.start(node_id)
+        leader = await leader_of(cluster)
+        victim = next(i for i in cluster.running() if i != leader.id)
+        await cluster.stop(victim)
+        await fill(cluster, 4000, 500)  # about 2 MiB: a thousand round trips at 2 KiB
+        for node_id in cluster.running():
+            await cluster.servers[node_id].take_snapshot()
+        cluster.wipe(victim)
+        await cluster.start(victim)
+        follower = cluster.servers[victim]
+        with trio.fail_after(20):
+            while follower.counters["snapshot_bytes_received"] < 100_000:
+                await trio.sleep(0.01)
+        assert follower.counters["snapshots_installed"] == 0
+        await cluster.stop(leader.id)
+        new_leader = await leader_of(cluster)
+        assert new_leader.id != leader.id
+        await wait_converged(cluster, timeout=30)
+        assert kv(follower) == kv(new_leader)
+        assert follower.counters["snapshots_installed"] == 1
+        snapshots = cluster.member_dir(victim) / "snapshots"
+        assert not list(snapshots.glob("*.part"))
+        nursery.cancel_scope.cancel()

@@ -87,8 +87,10 @@ class Config:
         if self.election_ticks <= self.heartbeat_ticks:
             raise ValueError("election_ticks must exceed heartbeat_ticks")
         if min(self.heartbeat_ticks, self.max_append_entries, self.max_append_bytes,
-               self.max_inflight, self.max_committed_per_ready) < 1:
-            raise ValueError("heartbeat_ticks and the max_append/max_inflight limits must be >= 1")
+               self.max_inflight, self.max_committed_per_ready,
+               self.snapshot_timeout_rounds) < 1:
+            raise ValueError("heartbeat_ticks, snapshot_timeout_rounds and the "
+                             "max_append/max_inflight limits must be >= 1")
 
 
 DEFAULT_CONFIG = Config()
@@ -567,6 +569,7 @@ class RaftNode:
             pr.snapshot_rounds += 1
             if pr.snapshot_rounds >= self.config.snapshot_timeout_rounds:
                 self.report_snapshot(msg.src, delivered=False)
+                pr.probe_sent = False  # this answer is the sign of life a retry waits for
             return
         if pr.match < self.log.last_index:
             if pr.probing:
