@@ -292,6 +292,7 @@ class RaftServer:
         self._incoming_from = 0
         self._acks: dict[int, _AckState] = {}
         self._compact_upto = 0
+        self._loaded_snapshot: SnapshotRef | None = None
 
     # ------------------------------------------------------------ public API
 
@@ -452,6 +453,7 @@ class RaftServer:
                             f"{exc}") from None
         self.last_applied = self.node.applied
         self._applied_term = snapshot.term if snapshot else 0
+        self._loaded_snapshot = snapshot
         log.info("member %d: loaded term %d, snapshot at %d, %d log entries from %s", self.id,
                  state.hard_state.term, self.node.snapshot.index, len(self.node.log),
                  self.data_dir)
@@ -626,7 +628,10 @@ class RaftServer:
                 "these entries is not known here"
             ))
             self._last_handed = ready.snapshot.index
-            await applier.send(_Restore(ready.snapshot))
+            loaded = self._loaded_snapshot
+            if ready.snapshot != loaded or self.last_applied != ready.snapshot.index:
+                await applier.send(_Restore(ready.snapshot))
+            # else: the snapshot loaded at start; only the log's new start is recorded
         if ready.entries:
             first = ready.entries[0].index
             if first <= self._last_handed and self._pending:

@@ -1013,15 +1013,43 @@ def test_install_snapshot_already_covered_by_the_commit_index_changes_nothing() 
     n.step(InstallSnapshot(2, 2, 1, 5, 1))
     ready = n.ready()
     assert ready.snapshot is None
-    assert ready.messages == [AppendEntriesResponse(2, 1, 2, True, 8, 0, 0, 0)]
-    assert ready.persisted_messages == []
+    # The answer vouches for the commit index, which may be ahead of this member's
+    # own disk: it waits, like every durability claim, for what was handed out.
+    assert ready.messages == []
+    assert ready.persisted_messages == [AppendEntriesResponse(2, 1, 2, True, 8, 0, 0, 0)]
     assert n.log.offset == 0 and entries_of(n) == log_of([1] * 4 + [2] * 4)
     assert n.snapshot == SnapshotRef(0, 0) and n.commit == n.applied == 8
     # Equal to the commit index: the same.
     n.step(InstallSnapshot(2, 2, 1, 8, 2))
     ready = n.ready()
     assert ready.snapshot is None
-    assert ready.messages == [AppendEntriesResponse(2, 1, 2, True, 8, 0, 0, 0)]
+    assert ready.persisted_messages == [AppendEntriesResponse(2, 1, 2, True, 8, 0, 0, 0)]
+
+
+def test_restart_from_a_snapshot_the_stored_log_does_not_reach_records_the_new_start() -> None:
+    # Applied (and snapshotted) entries 1-6 before they were durable here, then crashed:
+    # the stored log ends at 4. Appending 7 after it would leave a gap on disk.
+    n = RaftNode(1, [1, 2, 3], hard_state=HardState(1, None, 4), entries=log_of([1] * 4),
+                 snapshot=SnapshotRef(6, 1))
+    assert n.log.offset == 6 and len(n.log) == 0
+    assert n.ready().snapshot == SnapshotRef(6, 1)
+    # Another entry at the snapshot's index (an installed snapshot's marker was lost).
+    n = RaftNode(1, [1, 2, 3], hard_state=HardState(1, None, 0), entries=log_of([1] * 8),
+                 snapshot=SnapshotRef(6, 2))
+    ready = n.ready()
+    assert ready.snapshot == SnapshotRef(6, 2) and len(n.log) == 0
+    # The stored log holds the snapshot's entry: nothing to record.
+    n = RaftNode(1, [1, 2, 3], hard_state=HardState(1, None, 0), entries=log_of([1] * 8),
+                 snapshot=SnapshotRef(6, 1))
+    assert n.ready().snapshot is None and len(n.log) == 2
+
+
+def test_restart_never_runs_in_a_term_older_than_its_log() -> None:
+    # The leader's snapshot (term 3) became durable before the term it brought did.
+    n = RaftNode(1, [1, 2, 3], hard_state=HardState(1, 2, 0), entries=(),
+                 snapshot=SnapshotRef(6, 3))
+    assert n.term == 3 and n.vote is None
+    assert n.ready().hard_state == HardState(3, None, 6)
 
 
 def test_newer_install_snapshot_keeps_the_tail_when_the_entry_matches() -> None:

@@ -7,11 +7,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import cbor2
 import pytest
 import trio
 
 import raft_trio
 from raft_trio import KVStateMachine, RaftServer, Role, SnapshotPolicy, Timing
+from raft_trio.core import Entry, EntryKind, HardState
+from raft_trio.storage import WAL, SnapshotMeta, write_snapshot
 from stress.cluster import InProcessCluster, free_ports
 
 FAST = Timing(tick_interval=0.02, election_ticks=10)
@@ -227,3 +230,38 @@ async def test_a_new_leader_replaces_a_transfer_cut_short(tmp_path: Path) -> Non
         snapshots = cluster.member_dir(victim) / "snapshots"
         assert not list(snapshots.glob("*.part"))
         nursery.cancel_scope.cancel()
+
+
+async def test_restart_from_a_snapshot_ahead_of_the_log_on_disk(tmp_path: Path) -> None:
+    """A member applied (and snapshotted) entries before its own disk had them, then
+    crashed: its log on disk ends before its newest snapshot. Appending after the
+    snapshot must not leave a hole in the log that the next start refuses."""
+    data_dir = tmp_path / "member"
+    wal, _ = WAL.open(data_dir / "wal")
+    wal.append(HardState(1, 1, 2),
+               [Entry(i, 1, EntryKind.COMMAND, cbor2.dumps(["set", f"k{i}", "old"]))
+                for i in range(1, 5)])
+    wal.close()
+    state = KVStateMachine()
+    for i in range(1, 7):
+        state.apply(["set", f"k{i}", "snap"])
+    write_snapshot(data_dir / "snapshots", SnapshotMeta(6, 1, (1,)), state.snapshot)
+    members = members_of(1)
+
+    async def run_once(command: list[Any] | None) -> dict[str, str]:
+        server = RaftServer(1, members, data_dir, KVStateMachine(), timing=FAST)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            await server.wait_for_leader()
+            if command is not None:
+                await server.propose(command)
+            node = server.node
+            assert node is not None
+            # Everything the log holds, the new term's no-op included.
+            await server.wait_applied(node.log.last_index)
+            nursery.cancel_scope.cancel()
+        return kv(server)
+
+    first = await run_once(["set", "after", "yes"])
+    assert first == {**{f"k{i}": "snap" for i in range(1, 7)}, "after": "yes"}
+    assert await run_once(None) == first

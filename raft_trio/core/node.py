@@ -59,6 +59,17 @@ _data_of = itemgetter(3)
 _new_entry: Callable[[Iterable[Any]], Entry] = partial(tuple.__new__, Entry)
 
 
+def _stored_log_holds(entries: Sequence[Entry], snapshot: SnapshotRef) -> bool:
+    """Whether stored `entries` go on from `snapshot` as they are (RaftLog.restored keeps them)."""
+    if not entries:
+        return False
+    first = entries[0].index
+    if first == snapshot.index + 1:
+        return True
+    pos = snapshot.index - first
+    return 0 <= pos < len(entries) and entries[pos].term == snapshot.term
+
+
 class NotLeaderError(Exception):
     """A proposal reached a member that is not the leader."""
 
@@ -162,6 +173,11 @@ class RaftNode:
 
         self.term = hard_state.term
         self.vote = hard_state.vote
+        if self.log.last_term > self.term:
+            # A snapshot from a leader became durable before the term it brought:
+            # never run in a term older than an entry held (the first Ready stores it).
+            self.term = self.log.last_term
+            self.vote = None
         # A stored commit index is only a hint that lets a restarted member
         # apply before it hears from a leader; never trust it beyond the log.
         self.commit = max(min(hard_state.commit, self.log.last_index), self.snapshot.index)
@@ -170,7 +186,7 @@ class RaftNode:
         self.applied = self.snapshot.index
         # Everything loaded at start-up came from stable storage.
         self.durable_index = self.log.last_index
-        self._persisted_term_vote = (self.term, self.vote)
+        self._persisted_term_vote = (hard_state.term, hard_state.vote)
 
         self.role = Role.FOLLOWER
         self.leader_id: int | None = None
@@ -185,6 +201,14 @@ class RaftNode:
         self._persisted_messages: list[Message] = []
         self._last_soft = SoftState(self.role, self.term, self.leader_id)
         self._installed: SnapshotRef | None = None
+        if snapshot is not None and not _stored_log_holds(entries, snapshot):
+            # The stored log ends before the snapshot (we applied entries our own
+            # disk had not yet made durable, then crashed) or holds another entry
+            # at its index (an installed snapshot's marker was lost): the log now
+            # starts at the snapshot, and stable storage must be told so before
+            # anything is appended after it. Otherwise a WAL replay finds a gap,
+            # or the next restart discards what was appended and acknowledged since.
+            self._installed = snapshot
 
     # ------------------------------------------------------------------ inputs
 
@@ -479,7 +503,9 @@ class RaftNode:
         self.election_elapsed = 0
         if msg.index <= self.commit:
             # We already hold all of it (a duplicate, or we caught up meanwhile).
-            self._messages.append(
+            # The commit index may be ahead of our own disk: vouch for it only
+            # once everything handed out so far is durable.
+            self._persisted_messages.append(
                 AppendEntriesResponse(self.term, self.id, msg.src, True, self.commit, 0, 0, 0)
             )
             return
