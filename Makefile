@@ -31,6 +31,7 @@ lint: $(DEV_STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python stress/bench.py
+	$(BIN)/python stress/snapbench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

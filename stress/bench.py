@@ -34,7 +34,8 @@ def main() -> int:
         match = RATE.search(out)
         rate = float(match.group(1).replace(",", "")) if match else 0.0
         rates.append(rate)
-        for member, mib in RSS.findall(out.split("peak RSS per server:")[-1]):
+        rss_line = out.split("peak RSS per server:")[-1].split("\n")[0]
+        for member, mib in RSS.findall(rss_line):
             peak[int(member)] = max(peak.get(int(member), 0), int(mib))
         verdict = "all steps passed" if proc.returncode == 0 else "FAILED"
         failed += proc.returncode != 0

@@ -31,6 +31,8 @@ BATCH = 100
 
 
 def mib(n: int) -> str:
+    if n < 2**20:
+        return f"{n / 2**10:.0f} KiB"
     return f"{n / 2**20:.1f} MiB"
 
 

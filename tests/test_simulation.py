@@ -39,7 +39,22 @@ def test_simulation(n_nodes: int, seed: int, request: pytest.FixtureRequest) -> 
 PINNED = [
     # node.py: Ready.entries listed entries that a later input of the same batch had
     # truncated, e.g. [(56, 74), (57, 74), (56, 75)], which no write-ahead log can store.
+    # (The simulator has changed since, snapshots included: it may no longer take that path.)
     pytest.param(3, 476, 2500, id="ready-entries-superseded-n3-seed476"),
+    # node.py: a member that applied and snapshotted entries its own disk did not hold yet
+    # crashed and restarted from that snapshot; the core started its log after the snapshot
+    # but did not tell the driver (no Ready.snapshot), so the WAL kept ending before it and
+    # the next append left a gap ("Ready.entries start at 14, written only 8").
+    pytest.param(3, 37, 600, id="restart-wal-gap-n3-seed37"),
+    # node.py: the same on a restart from an installed snapshot whose marker was lost, over
+    # a log holding another term at the snapshot's index: the stale entry stayed in the WAL
+    # and new entries were appended after it (log matching broken on disk; the next restart
+    # would have discarded them, acknowledged as they were).
+    pytest.param(5, 135, 1900, id="restart-stale-log-n5-seed135"),
+    # node.py: an InstallSnapshot at or below the commit index was answered at once, as a
+    # plain message, with a success at the commit index: a durability claim for entries the
+    # member's disk did not hold yet (now held back in persisted_messages).
+    pytest.param(5, 38, 400, id="unpersisted-install-ack-n5-seed38"),
 ]
 
 
@@ -61,6 +76,26 @@ def test_simulation_makes_progress() -> None:
     assert committed > proposed // 2
     for kind in ("leader", "crash", "restart", "cut", "heal", "lost", "deliver+"):
         assert stats[kind] >= 5, (kind, stats)
+    # Snapshots happen less often than the above: count them over five-member runs
+    # of the same seeds as well.
+    for seed in range(10):
+        stats.update(run_simulation(seed, 5, STEPS).stats)
+    minimum = {
+        "snapshot": 50,  # taken,
+        "snap-durable": 50,  # made durable,
+        "compact": 50,  # the core's log compacted,
+        "wal-compact": 20,  # the durable log too,
+        "snap-send": 10,  # streamed by a leader,
+        "snap-recv": 10,  # received,
+        "snap-stored": 10,  # made durable by the follower and stepped in,
+        "install": 5,  # installed (Ready.snapshot),
+        "snap-fail": 2,  # streams that failed,
+        "snap-timeout": 2,  # waits ended by the core's timeout,
+        "crash-snapshot": 5,  # crashes while writing a snapshot of one's own,
+        "crash-install": 2,  # and while receiving, storing or installing one.
+    }
+    for kind, least in minimum.items():
+        assert stats[kind] >= least, (kind, stats)
 
 
 def test_replay() -> None:
