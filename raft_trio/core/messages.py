@@ -18,6 +18,9 @@ class EntryKind(enum.IntEnum):
     # Appended by every new leader so that entries of earlier terms get
     # committed (Raft paper section 5.4.2 / 8).
     NOOP = 1
+    # A new cluster configuration (raft_trio.core.membership), in effect from
+    # the moment it is appended.
+    CONFIG = 2
 
 
 class Entry(NamedTuple):
@@ -123,6 +126,19 @@ class InstallSnapshot:
     dst: int
     index: int
     snapshot_term: int
+    # The configuration as of `index` (Membership.encode()), which the
+    # follower's log will no longer hold once it starts after the snapshot
+    # (empty: the follower keeps the one it has for that index).
+    membership: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutNow:
+    """From the leader to the member it hands leadership to: campaign now."""
+
+    term: int
+    src: int
+    dst: int
 
 
 Message = (
@@ -133,4 +149,5 @@ Message = (
     | Heartbeat
     | HeartbeatResponse
     | InstallSnapshot
+    | TimeoutNow
 )

@@ -37,6 +37,7 @@ from operator import itemgetter
 from typing import Any
 
 from raft_trio.core.log import RaftLog
+from raft_trio.core.membership import ConfigChangeError, Membership
 from raft_trio.core.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -50,10 +51,12 @@ from raft_trio.core.messages import (
     RequestVote,
     RequestVoteResponse,
     Role,
+    TimeoutNow,
 )
 from raft_trio.core.progress import Progress
 
 _data_of = itemgetter(3)
+_kind_of = itemgetter(2)
 # tuple.__new__ skips the NamedTuple's Python-level __new__: proposals build
 # thousands of entries a second.
 _new_entry: Callable[[Iterable[Any]], Entry] = partial(tuple.__new__, Entry)
@@ -78,6 +81,14 @@ class NotLeaderError(Exception):
         self.leader_id = leader_id
 
 
+class TransferInProgress(Exception):
+    """The leader is handing leadership over: proposals wait until that settles."""
+
+    def __init__(self, transferee: int):
+        super().__init__(f"leadership is being transferred to {transferee}")
+        self.transferee = transferee
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     # Election timeout is drawn uniformly from [election_ticks, 2 * election_ticks).
@@ -93,6 +104,9 @@ class Config:
     # Heartbeat rounds to wait for a snapshot's acknowledgement before
     # trying again, in case the driver's failure report itself was lost.
     snapshot_timeout_rounds: int = 600
+    # Ticks a leadership transfer may take before the leader gives up on it
+    # and takes proposals again (default: one election timeout).
+    transfer_ticks: int = 0
 
     def __post_init__(self) -> None:
         if self.election_ticks <= self.heartbeat_ticks:
@@ -116,6 +130,8 @@ class SoftState:
     role: Role
     term: int
     leader_id: int | None
+    # Leadership is being handed to this member (proposals wait meanwhile).
+    transferee: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +154,11 @@ class Ready:
     # restore it before applying `committed`, and make the log's new start
     # durable before or with `entries`.
     snapshot: SnapshotRef | None = None
+    # The configuration in effect changed (a CONFIG entry was appended or cut,
+    # or a snapshot brought one): the members to talk to and their addresses.
+    membership: Membership | None = None
+    # This member is not in the committed configuration: it should stop.
+    removed: bool = False
 
     def needs_persist(self) -> bool:
         return self.hard_state is not None or bool(self.entries) or self.snapshot is not None
@@ -147,7 +168,7 @@ class RaftNode:
     def __init__(
         self,
         node_id: int,
-        voters: Iterable[int],
+        voters: Iterable[int] | Membership,
         *,
         hard_state: HardState = EMPTY_HARD_STATE,
         entries: Sequence[Entry] = (),
@@ -155,13 +176,13 @@ class RaftNode:
         config: Config = DEFAULT_CONFIG,
         rng: random.Random | None = None,
     ):
-        """`entries` are the log as loaded from stable storage; with `snapshot`,
-        the snapshot the state machine was restored from before start."""
+        """`voters` is the configuration as of the start of `entries` (the
+        snapshot's, or the bootstrap one); CONFIG entries in `entries` override
+        it. A node outside it (joining, or removed) never campaigns and waits
+        for a leader. `entries` are the log as loaded from stable storage; with
+        `snapshot`, the snapshot the state machine was restored from before start."""
         self.id = node_id
-        self.voters = tuple(sorted(set(voters)))
-        if node_id not in self.voters:
-            raise ValueError(f"node {node_id} is not among the voters {self.voters}")
-        self.peers = tuple(v for v in self.voters if v != node_id)
+        base = voters if isinstance(voters, Membership) else Membership.of(tuple(voters))
         self.config = config
         self.rng = rng if rng is not None else random.Random(node_id)
         if snapshot is None:
@@ -201,6 +222,15 @@ class RaftNode:
         self._persisted_messages: list[Message] = []
         self._last_soft = SoftState(self.role, self.term, self.leader_id)
         self._installed: SnapshotRef | None = None
+        self.transferee: int | None = None
+        self._transfer_elapsed = 0
+        # (index, configuration) for the base and every CONFIG entry in the log,
+        # oldest first: the last is in effect; a cut log falls back to an earlier one.
+        self._configs: list[tuple[int, Membership]] = [(self.log.offset, base)]
+        self._record_configs(self.log.slice(self.log.offset + 1, self.log.last_index + 1))
+        self._apply_membership()
+        self._membership_changed = False
+        self._removed_reported = False
         if snapshot is not None and not _stored_log_holds(entries, snapshot):
             # The stored log ends before the snapshot (we applied entries our own
             # disk had not yet made durable, then crashed) or holds another entry
@@ -216,19 +246,52 @@ class RaftNode:
     def quorum(self) -> int:
         return len(self.voters) // 2 + 1
 
+    @property
+    def membership(self) -> Membership:
+        """The configuration in effect: the newest in the log, committed or not."""
+        return self._configs[-1][1]
+
+    @property
+    def config_index(self) -> int:
+        """Index of the entry that set the configuration in effect (or the log's start)."""
+        return self._configs[-1][0]
+
+    def membership_at(self, index: int) -> Membership:
+        """The configuration in effect once the log up to `index` is applied."""
+        for at, membership in reversed(self._configs):
+            if at <= index:
+                return membership
+        return self._configs[0][1]
+
+    @property
+    def is_voter(self) -> bool:
+        return self.id in self._voter_set
+
     def tick(self) -> None:
         if self.role is Role.LEADER:
             self.heartbeat_elapsed += 1
             if self.heartbeat_elapsed >= self.config.heartbeat_ticks:
                 self.heartbeat_elapsed = 0
                 self._broadcast_heartbeat()
+            if self.transferee is not None:
+                self._transfer_elapsed += 1
+                if self._transfer_elapsed >= (self.config.transfer_ticks
+                                              or self.config.election_ticks):
+                    self.transferee = None  # gave up: take proposals again
             return
         self.election_elapsed += 1
         if self.election_elapsed >= self.randomized_timeout:
             self.campaign()
 
     def campaign(self) -> None:
-        """Start an election now (a timeout fired, or a test wants one)."""
+        """Start an election now (a timeout fired, or a test wants one).
+
+        Only a voter campaigns: a learner, or a member outside the
+        configuration, waits for a leader to find it.
+        """
+        if not self.is_voter:
+            self.election_elapsed = 0
+            return
         self.role = Role.CANDIDATE
         self.term += 1
         self.vote = self.id
@@ -240,7 +303,9 @@ class RaftNode:
         if self._tally() >= self.quorum:
             self._become_leader()
             return
-        for peer in self.peers:
+        for peer in self.voters:
+            if peer == self.id:
+                continue
             # The vote for ourselves must be durable before anyone can count on this term.
             self._persisted_messages.append(
                 RequestVote(self.term, self.id, peer, self.log.last_index, self.log.last_term)
@@ -250,6 +315,8 @@ class RaftNode:
         """Append commands to the leader's log; returns (first index, term)."""
         if self.role is not Role.LEADER:
             raise NotLeaderError(self.leader_id)
+        if self.transferee is not None:
+            raise TransferInProgress(self.transferee)
         first = self.log.last_index + 1
         term = self.term
         entries = list(map(_new_entry, zip(
@@ -259,6 +326,54 @@ class RaftNode:
         self.log.append(entries)
         self._entries.extend(entries)
         return first, term
+
+    def propose_config(self, new: Membership) -> int:
+        """Append a configuration change; returns its index.
+
+        One server at a time, one change at a time, and only once this
+        leader has committed an entry of its own term (the dissertation's
+        erratum: otherwise a change from an earlier term still in flight
+        could form a majority that does not overlap this one's).
+        """
+        if self.role is not Role.LEADER:
+            raise NotLeaderError(self.leader_id)
+        if self.transferee is not None:
+            raise TransferInProgress(self.transferee)
+        if self.config_index > self.commit:
+            raise ConfigChangeError(
+                f"a configuration change is already in progress (entry {self.config_index} "
+                f"is not committed yet)"
+            )
+        if self.log.term(self.commit) != self.term:
+            raise ConfigChangeError(
+                "this leader has not committed an entry of its term yet; try again shortly"
+            )
+        if new == self.membership:
+            raise ConfigChangeError("the configuration would not change")
+        new.check_single_change_from(self.membership)
+        index = self.log.last_index + 1
+        entry = Entry(index, self.term, EntryKind.CONFIG.value, new.encode())
+        self.log.append([entry])
+        self._entries.append(entry)
+        self._configs.append((index, new))
+        self._apply_membership()
+        return index
+
+    def transfer_leadership(self, target: int) -> None:
+        """Hand leadership to voter `target` once its log is as long as ours.
+
+        Proposals raise TransferInProgress until it is done or, after
+        `transfer_ticks`, abandoned.
+        """
+        if self.role is not Role.LEADER:
+            raise NotLeaderError(self.leader_id)
+        if target == self.id:
+            raise ConfigChangeError(f"member {target} is already the leader")
+        if target not in self._voter_set:
+            raise ConfigChangeError(f"member {target} is not a voter")
+        self.transferee = target
+        self._transfer_elapsed = 0
+        self._maybe_timeout_now()
 
     def persisted(self, index: int, term: int) -> None:
         """The log is durable up to `index`, whose entry had `term` when written."""
@@ -290,6 +405,8 @@ class RaftNode:
         term = self.log.term(upto)
         assert term is not None
         self.log.compact_to(upto, term)
+        base = self.membership_at(upto)
+        self._configs = [(upto, base), *(c for c in self._configs if c[0] > upto)]
 
     def report_snapshot(self, peer: int, delivered: bool) -> None:
         """The driver finished streaming a snapshot to `peer`.
@@ -304,8 +421,10 @@ class RaftNode:
         pr.probe_sent = True
 
     def step(self, msg: Message) -> None:
-        if msg.dst != self.id or msg.src == self.id or msg.src not in self.voters:
-            return  # misrouted, or from a stranger whose vote or answer must not count
+        if msg.dst != self.id or msg.src == self.id:
+            return  # misrouted
+        # Anyone may lead or campaign (a member this one has not heard of yet may
+        # have been added); only answers count by membership, further down.
         if msg.term > self.term:
             from_leader = isinstance(msg, AppendEntries | Heartbeat | InstallSnapshot)
             leader = msg.src if from_leader else None
@@ -324,6 +443,8 @@ class RaftNode:
             self._on_vote_response(msg)
         elif isinstance(msg, InstallSnapshot):
             self._on_install_snapshot(msg)
+        elif isinstance(msg, TimeoutNow):
+            self._on_timeout_now(msg)
 
     # ----------------------------------------------------------------- outputs
 
@@ -333,6 +454,8 @@ class RaftNode:
             or self._messages
             or self._persisted_messages
             or self._installed is not None
+            or self._membership_changed
+            or (self._removed() and not self._removed_reported)
             or self.applied < self.commit
             or (self.term, self.vote) != self._persisted_term_vote
             or self._soft_state() != self._last_soft
@@ -340,6 +463,7 @@ class RaftNode:
         )
 
     def ready(self) -> Ready:
+        self._settle_committed_config()
         if self.role is Role.LEADER:
             for peer in self.peers:
                 self._send_appends(peer)
@@ -353,6 +477,12 @@ class RaftNode:
         self._persisted_messages = []
         ready.snapshot = self._installed
         self._installed = None
+        if self._membership_changed:
+            ready.membership = self.membership
+            self._membership_changed = False
+        if self._removed() and not self._removed_reported:
+            ready.removed = True
+            self._removed_reported = True
         if (self.term, self.vote) != self._persisted_term_vote:
             ready.hard_state = HardState(self.term, self.vote, self.commit)
             self._persisted_term_vote = (self.term, self.vote)
@@ -373,7 +503,63 @@ class RaftNode:
         return self.rng.randrange(low, 2 * low)
 
     def _soft_state(self) -> SoftState:
-        return SoftState(self.role, self.term, self.leader_id)
+        return SoftState(self.role, self.term, self.leader_id, self.transferee)
+
+    # ------------------------------------------------------------- membership
+
+    def _record_configs(self, entries: Sequence[Entry]) -> bool:
+        """Note the CONFIG entries among appended `entries`; returns whether there were any."""
+        config_kind = EntryKind.CONFIG
+        if not entries or config_kind not in set(map(_kind_of, entries)):
+            return False
+        for entry in entries:
+            if entry.kind == config_kind:
+                self._configs.append((entry.index, Membership.decode(entry.data)))
+        return True
+
+    def _forget_configs_from(self, index: int) -> None:
+        """The log was cut at `index`: configurations it held from there on are void."""
+        configs = self._configs
+        if configs[-1][0] < index:
+            return
+        while len(configs) > 1 and configs[-1][0] >= index:
+            configs.pop()
+        self._apply_membership()
+
+    def _apply_membership(self) -> None:
+        membership = self.membership
+        self.voters = tuple(membership.voters)
+        self._voter_set = frozenset(membership.voters)
+        self._member_set = membership.members
+        self.peers = tuple(sorted(i for i in membership.members if i != self.id))
+        self._membership_changed = True
+        if self.role is Role.LEADER:
+            next_index = self.log.last_index + 1
+            for peer in self.peers:
+                if peer not in self.progress:
+                    self.progress[peer] = Progress(next_index, self.config.max_inflight)
+            for gone in [p for p in self.progress if p not in self._member_set]:
+                del self.progress[gone]
+            if self.transferee is not None and self.transferee not in self._voter_set:
+                self.transferee = None
+
+    def _removed(self) -> bool:
+        """Out of the configuration, and the change that took it out is committed."""
+        return self.id not in self._member_set and self.commit >= self.config_index > 0
+
+    def _settle_committed_config(self) -> None:
+        """A leader that a committed change made a non-voter steps down (dissertation 4.2.2)."""
+        if self.role is not Role.LEADER or self.is_voter or self.commit < self.config_index:
+            return
+        # Hand over to the most up-to-date voter rather than wait for a timeout.
+        best = max(
+            (p for p in self.progress if p in self._voter_set),
+            key=lambda p: self.progress[p].match,
+            default=None,
+        )
+        if best is not None and self.progress[best].match == self.log.last_index:
+            self._messages.append(TimeoutNow(self.term, self.id, best))
+        self._become_follower(self.term, None)
 
     def _become_follower(self, term: int, leader_id: int | None) -> None:
         if term > self.term:
@@ -385,12 +571,14 @@ class RaftNode:
         self.randomized_timeout = self._draw_timeout()
         self.progress = {}
         self.votes = {}
+        self.transferee = None
 
     def _become_leader(self) -> None:
         self.role = Role.LEADER
         self.leader_id = self.id
         self.heartbeat_elapsed = 0
         self.votes = {}
+        self.transferee = None
         next_index = self.log.last_index + 1
         self.progress = {p: Progress(next_index, self.config.max_inflight) for p in self.peers}
         # An entry of the new term lets earlier terms' entries commit (paper 5.4.2).
@@ -399,7 +587,8 @@ class RaftNode:
         self._entries.append(noop)
 
     def _tally(self) -> int:
-        return sum(1 for granted in self.votes.values() if granted)
+        voters = self._voter_set
+        return sum(1 for voter, granted in self.votes.items() if granted and voter in voters)
 
     # -------------------------------------------------------------- follower
 
@@ -445,6 +634,7 @@ class RaftNode:
                         f"{first_new} (commit {self.commit})"
                     )
                 self.log.truncate_from(first_new)
+                self._forget_configs_from(first_new)
                 self.durable_index = min(self.durable_index, first_new - 1)
                 # Entries not yet handed to the driver that were just cut must never
                 # reach it: Ready.entries has to stay one contiguous run of the log.
@@ -454,6 +644,8 @@ class RaftNode:
             fresh = entries[new_from:]
             self.log.append(fresh)
             self._entries.extend(fresh)
+            if self._record_configs(fresh):
+                self._apply_membership()
 
         match = max(msg.prev_index + len(msg.entries), prev_index)
         new_commit = min(msg.commit, match)
@@ -510,6 +702,13 @@ class RaftNode:
             )
             return
         kept = self.log.compact_to(msg.index, msg.snapshot_term)
+        try:
+            base = Membership.decode(msg.membership)
+        except ValueError:
+            base = self.membership_at(msg.index)  # the driver sent none: keep what we know
+        later = [c for c in self._configs if c[0] > msg.index] if kept else []
+        self._configs = [(msg.index, base), *later]
+        self._apply_membership()
         pending = self._entries
         if kept:
             # Entries not yet handed to the driver stay a contiguous run after the snapshot.
@@ -544,10 +743,12 @@ class RaftNode:
     def _on_vote_response(self, msg: RequestVoteResponse) -> None:
         if self.role is not Role.CANDIDATE or msg.term != self.term:
             return
+        if msg.src not in self._voter_set:
+            return  # not a voter: its vote does not count
         self.votes[msg.src] = msg.granted
         if self._tally() >= self.quorum:
             self._become_leader()
-        elif len(self.votes) - self._tally() >= self.quorum:
+        elif len(self.votes) - self._tally() > len(self.voters) - self.quorum:
             self._become_follower(self.term, None)
 
     # ---------------------------------------------------------------- leader
@@ -568,9 +769,10 @@ class RaftNode:
             if prev_term is None:
                 # Compacted away: only the snapshot can bring this follower up to date.
                 snap = self.snapshot
-                self._messages.append(
-                    InstallSnapshot(self.term, self.id, peer, snap.index, snap.term)
-                )
+                self._messages.append(InstallSnapshot(
+                    self.term, self.id, peer, snap.index, snap.term,
+                    self.membership_at(snap.index).encode(),
+                ))
                 pr.become_snapshot(snap.index)
                 return
             entries = tuple(log.slice(pr.next, min(pr.next + limit, last + 1)))
@@ -590,7 +792,11 @@ class RaftNode:
     def _on_heartbeat_response(self, msg: HeartbeatResponse) -> None:
         if self.role is not Role.LEADER or msg.term != self.term:
             return
-        pr = self.progress[msg.src]
+        pr = self.progress.get(msg.src)
+        if pr is None:
+            return  # no longer a member
+        if msg.src == self.transferee:
+            self._maybe_timeout_now()
         if pr.pending_snapshot:
             pr.snapshot_rounds += 1
             if pr.snapshot_rounds >= self.config.snapshot_timeout_rounds:
@@ -614,10 +820,14 @@ class RaftNode:
     def _on_append_response(self, msg: AppendEntriesResponse) -> None:
         if self.role is not Role.LEADER or msg.term != self.term:
             return
-        pr = self.progress[msg.src]
+        pr = self.progress.get(msg.src)
+        if pr is None:
+            return  # no longer a member
         if msg.success:
             if pr.acknowledged(msg.match_index):
                 self._maybe_commit()
+                if msg.src == self.transferee:
+                    self._maybe_timeout_now()
             return
         if pr.pending_snapshot:
             return  # older news: the snapshot under way settles where this follower stands
@@ -638,11 +848,27 @@ class RaftNode:
                 next_index = last_of_term + 1
         pr.become_probe(max(1, min(next_index, msg.reject_index)))
 
+    def _maybe_timeout_now(self) -> None:
+        target = self.transferee
+        pr = self.progress.get(target) if target is not None else None
+        if target is not None and pr is not None and pr.match == self.log.last_index:
+            self._messages.append(TimeoutNow(self.term, self.id, target))
+
+    def _on_timeout_now(self, msg: TimeoutNow) -> None:
+        if msg.term == self.term and msg.src == self.leader_id and self.role is Role.FOLLOWER:
+            self.campaign()
+
     def _maybe_commit(self) -> None:
-        matches = sorted(
-            [self.durable_index, *(pr.match for pr in self.progress.values())], reverse=True
-        )
-        candidate = matches[self.quorum - 1]
+        voters = self._voter_set
+        matches = [pr.match for peer, pr in self.progress.items() if peer in voters]
+        if self.id in voters:
+            # The leader counts itself only for what is durable on its own disk.
+            matches.append(self.durable_index)
+        quorum = len(voters) // 2 + 1
+        if len(matches) < quorum:
+            return
+        matches.sort(reverse=True)
+        candidate = matches[quorum - 1]
         # Figure 8: only an entry of the current term is committed by counting replicas.
         if candidate > self.commit and self.log.term(candidate) == self.term:
             self.commit = candidate

@@ -5,7 +5,8 @@ Each snapshot is one file ``snapshot-<index:020d>-<term>.snap``, laid out as::
     header   8 bytes  magic b"RTSNAP\\r\\n"
              u32      format version (big-endian), currently 1
              u32      length of the meta that follows (big-endian)
-             meta     CBOR [index, term, [voter ids], sessions bytes]
+             meta     CBOR [index, term, [voter ids], sessions bytes,
+                           membership bytes]
     state             whatever the state machine's snapshot() wrote
     trailer  u32      crc32 of every byte before the trailer (big-endian)
              u64      total file length, trailer included (big-endian)
@@ -70,14 +71,18 @@ class SnapshotMeta:
     voters: tuple[int, ...]
     # The client-session table, opaque here; b"" until sessions exist.
     sessions: bytes = b""
+    # The whole configuration in force at `index` (raft_trio.core.Membership,
+    # encoded): voters and learners with their addresses. b"" in files written
+    # before it existed; then `voters` is all there is.
+    membership: bytes = b""
 
     def __post_init__(self) -> None:
         if not all(type(v) is int and v >= 0 for v in (self.index, self.term)):
             raise ValueError(f"index and term must be non-negative ints: {self!r:.200}")
         if type(self.voters) is not tuple or not all(type(v) is int for v in self.voters):
             raise ValueError(f"voters must be a tuple of ints: {self.voters!r:.200}")
-        if type(self.sessions) is not bytes:
-            raise ValueError(f"sessions must be bytes, not {type(self.sessions).__name__}")
+        if type(self.sessions) is not bytes or type(self.membership) is not bytes:
+            raise ValueError("sessions and membership must be bytes")
 
 
 class SnapshotCorruption(Exception):
@@ -154,7 +159,9 @@ def write_snapshot(
     _make_durable_dirs(directory)
     final = directory / snapshot_name(meta.index, meta.term)
     temp = final.with_name(final.name + ".tmp")
-    meta_bytes = cbor2.dumps([meta.index, meta.term, list(meta.voters), meta.sessions])
+    meta_bytes = cbor2.dumps(
+        [meta.index, meta.term, list(meta.voters), meta.sessions, meta.membership]
+    )
     try:
         with open(temp, "wb", buffering=0) as raw:
             counted = _CrcWriter(raw)
@@ -271,8 +278,10 @@ def _verify(path: Path, file: io.FileIO) -> tuple[SnapshotMeta, int, int]:
 
     file.seek(_HEADER.size)
     try:
-        index, term, voters, sessions = cbor2.loads(_read_exactly(file, meta_len))
-        meta = SnapshotMeta(index, term, tuple(voters), sessions)
+        index, term, voters, sessions, *rest = cbor2.loads(_read_exactly(file, meta_len))
+        if len(rest) > 1:
+            raise ValueError(f"{4 + len(rest)} meta fields, expected 4 or 5")
+        meta = SnapshotMeta(index, term, tuple(voters), sessions, *rest)
     except Exception as exc:
         # The checksum matched, so this is a writer bug rather than damage, but
         # the file is unusable all the same.
