@@ -158,6 +158,33 @@ class Client:
                     raise CommandError(str(result[1]))
         return results
 
+    # ------------------------------------------------------------ membership
+
+    async def members(self) -> dict[str, Any]:
+        """The leader's configuration: {"voters": {id: address}, "learners": ..., "leader": id}."""
+        result: dict[str, Any] = await self._request("members")
+        return result
+
+    async def add_member(self, node_id: int, address: str, *, voter: bool = True
+                         ) -> dict[str, Any]:
+        """Add a member as a learner; unless `voter` is false, the leader promotes it
+        once it has caught up. Returns the new configuration."""
+        result: dict[str, Any] = await self._request("add_member", node_id, address, voter)
+        return result
+
+    async def promote_member(self, node_id: int) -> dict[str, Any]:
+        result: dict[str, Any] = await self._request("promote_member", node_id)
+        return result
+
+    async def remove_member(self, node_id: int) -> dict[str, Any]:
+        result: dict[str, Any] = await self._request("remove_member", node_id)
+        return result
+
+    async def transfer_leadership(self, node_id: int) -> int:
+        """Move leadership to voter `node_id`; returns the new leader's id."""
+        result: int = await self._request("transfer", node_id)
+        return result
+
     # ---------------------------------------------------------- leader finding
 
     async def _request(self, op: str, *args: Any) -> Any:

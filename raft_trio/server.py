@@ -35,16 +35,19 @@ import trio
 from raft_trio.core import (
     AppendEntries,
     Config,
+    ConfigChangeError,
     Entry,
     EntryKind,
     HardState,
     InstallSnapshot,
+    Membership,
     Message,
     NotLeaderError,
     RaftNode,
     Ready,
     Role,
     SnapshotRef,
+    TransferInProgress,
 )
 from raft_trio.encoding import pack_entries
 from raft_trio.errors import CommandError, LeadershipLost, NotLeader, RaftError, leaves
@@ -241,14 +244,25 @@ class RaftServer:
         snapshots: SnapshotPolicy = SnapshotPolicy(),
         cluster_name: str = "raft-trio",
         listen_host: str | None = None,
+        address: str | None = None,
+        promote_within: int = 1000,
     ):
-        if node_id not in cluster:
-            raise ValueError(f"node id {node_id} is not in the cluster {sorted(cluster)}")
-        for address in cluster.values():
-            parse_address(address)
+        """`cluster` is the configuration a new cluster starts with (voters by id);
+        once the log or a snapshot holds one, that one rules. A member joining an
+        existing cluster passes an empty `cluster` and its own `address`, then
+        asks the leader to add it (`raft-trio members add`, or `serve --join`)."""
+        if address is None:
+            if node_id not in cluster:
+                raise ValueError(f"node id {node_id} is not in the cluster {sorted(cluster)}; "
+                                 f"a joining member needs its own address")
+            address = cluster[node_id]
+        for each in (*cluster.values(), address):
+            parse_address(each)
         self.id = node_id
+        # The bootstrap configuration; `membership` below is the one in force.
         self.cluster = dict(cluster)
-        self.address = self.cluster[node_id]
+        self.address = address
+        self.promote_within = promote_within
         self.data_dir = Path(data_dir)
         self.state_machine = state_machine
         self.timing = timing
@@ -293,6 +307,14 @@ class RaftServer:
         self._acks: dict[int, _AckState] = {}
         self._compact_upto = 0
         self._loaded_snapshot: SnapshotRef | None = None
+        self._replicators: dict[int, trio.CancelScope] = {}
+        # Proposals that arrived while leadership was being handed over.
+        self._held: list[Any] = []
+        self._transfers: list[_Proposal] = []
+        # Addresses peers gave in their hellos: a joining member learns its
+        # leader's this way before any configuration names it.
+        self._learned_addresses: dict[int, str] = {}
+        self.removed = False
 
     # ------------------------------------------------------------ public API
 
@@ -303,6 +325,17 @@ class RaftServer:
     @property
     def leader_id(self) -> int | None:
         return self.node.leader_id if self.node is not None else None
+
+    @property
+    def membership(self) -> Membership:
+        """The configuration in force (the bootstrap one before start)."""
+        if self.node is not None:
+            return self.node.membership
+        return Membership(self.cluster)
+
+    def address_of(self, node_id: int) -> str | None:
+        address = self.membership.address(node_id)
+        return address or self.cluster.get(node_id) or self._learned_addresses.get(node_id)
 
     def status(self) -> dict[str, Any]:
         node = self.node
@@ -383,6 +416,86 @@ class RaftServer:
             self._check_running()
             await self._leader_event.wait()
 
+    # ------------------------------------------------------------- membership
+
+    async def add_member(self, node_id: int, address: str, *, voter: bool = True) -> Membership:
+        """Add a member as a learner and, unless `voter` is false, promote it once its
+        log is within `promote_within` entries of the leader's. Leader only."""
+        parse_address(address)
+        await self._change_config(lambda m: m.add_learner(node_id, address))
+        if not voter:
+            return self.membership
+        await self._wait_caught_up(node_id)
+        return await self._change_config(lambda m: m.promote(node_id))
+
+    async def promote_member(self, node_id: int) -> Membership:
+        await self._wait_caught_up(node_id)
+        return await self._change_config(lambda m: m.promote(node_id))
+
+    async def remove_member(self, node_id: int) -> Membership:
+        return await self._change_config(lambda m: m.remove(node_id))
+
+    async def transfer_leadership(self, node_id: int) -> int:
+        """Hand leadership to voter `node_id`; returns the new leader's id.
+
+        Proposals made meanwhile wait, then go to the new leader through the
+        usual redirect (or to this one again if the handover is abandoned).
+        """
+        self._check_running()
+        assert self._inbox_send is not None and self.node is not None
+        started = _Proposal(1)
+        self._transfers.append(started)
+        try:
+            await self._inbox_send.send(("transfer", node_id, started))
+            limit = self.timing.tick_interval * self.timing.election_ticks * 3
+            with trio.move_on_after(limit):
+                while True:
+                    if started.error is not None:
+                        raise started.error
+                    node = self.node
+                    if node.leader_id is not None and node.leader_id != self.id:
+                        return node.leader_id
+                    if (started.done.is_set() and node.transferee is None
+                            and node.role is Role.LEADER):
+                        raise RaftError(f"member {node_id} did not take over leadership: "
+                                        f"the handover was abandoned")
+                    with trio.move_on_after(self.timing.tick_interval):
+                        await self._leader_event.wait()
+            raise RaftError(f"leadership did not move to member {node_id} in time")
+        finally:
+            self._transfers.remove(started)
+
+    async def _change_config(self, change: Callable[[Membership], Membership]) -> Membership:
+        self._check_running()
+        assert self._inbox_send is not None
+        proposal = _Proposal(1)
+        await self._inbox_send.send(("config", change, proposal))
+        await proposal.done.wait()
+        if proposal.error is not None:
+            raise proposal.error
+        return self.membership
+
+    async def _wait_caught_up(self, node_id: int) -> None:
+        """Until a learner's log is close enough to the leader's to vote without stalling."""
+        while True:
+            self._check_running()
+            node = self.node
+            assert node is not None
+            if node.role is not Role.LEADER:
+                raise self._not_leader(node.leader_id)
+            if node_id not in node.membership.learners:
+                raise CommandError(f"member {node_id} is not a learner")
+            pr = node.progress.get(node_id)
+            if pr is not None and pr.match >= node.log.last_index - self.promote_within:
+                return
+            await trio.sleep(self.timing.tick_interval)
+
+    async def _shut_down_soon(self) -> None:
+        # A moment for the last messages (a removed leader's TimeoutNow) to leave.
+        await trio.sleep(self.timing.tick_interval * 3)
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
     async def take_snapshot(self) -> int:
         """Snapshot the state as applied now, unless the newest snapshot already
         covers it; returns the index the newest snapshot stands for once it is durable."""
@@ -444,8 +557,8 @@ class RaftServer:
         )
         try:
             self.node = RaftNode(
-                self.id, self.cluster, hard_state=state.hard_state, entries=state.entries,
-                snapshot=snapshot, config=config,
+                self.id, self._base_membership(), hard_state=state.hard_state,
+                entries=state.entries, snapshot=snapshot, config=config,
             )
         except ValueError as exc:
             wal.close()
@@ -461,7 +574,7 @@ class RaftServer:
         disk_send, disk_recv = trio.open_memory_channel[_DiskJob](256)
         apply_send, apply_recv = trio.open_memory_channel[list[Entry] | _Restore](1024)
         self._inbox_send = inbox_send
-        self._outboxes = {peer: _Outbox() for peer in self.node.peers}
+        self._outboxes = {}
         self._stopped = False
         self._last_handed = self.node.log.last_index
         try:
@@ -473,8 +586,7 @@ class RaftServer:
                 nursery.start_soon(trio.serve_listeners, self._handle_connection, listeners)
                 nursery.start_soon(self._disk_writer, disk_recv)
                 nursery.start_soon(self._applier, apply_recv)
-                for peer in self.node.peers:
-                    nursery.start_soon(self._replicator, peer)
+                self._sync_replicators()
                 nursery.start_soon(self._timer)
                 nursery.start_soon(self._node_loop, inbox_recv, disk_send, apply_send)
                 log.info("member %d: listening on %s", self.id, self.address)
@@ -503,6 +615,34 @@ class RaftServer:
                 if incoming is not None:
                     await trio.to_thread.run_sync(incoming.discard)
                 await trio.to_thread.run_sync(wal.close)
+
+    def _base_membership(self) -> Membership:
+        """The configuration as of the log's start: the snapshot's, or the bootstrap one."""
+        meta = self.snapshot_meta
+        if meta is None:
+            return Membership(self.cluster)
+        if meta.membership:
+            return Membership.decode(meta.membership)
+        # A file from before snapshots recorded addresses.
+        return Membership({v: self.cluster.get(v, "") for v in meta.voters})
+
+    def _sync_replicators(self) -> None:
+        """One replicator per member of the configuration in force, and no more."""
+        node, nursery = self.node, self._nursery
+        assert node is not None and nursery is not None
+        peers = set(node.peers)
+        if node.leader_id is not None and node.leader_id != self.id:
+            # A leader this member's configuration does not name yet (it is joining):
+            # it must still be answered.
+            peers.add(node.leader_id)
+        for gone in [p for p in self._replicators if p not in peers]:
+            self._replicators.pop(gone).cancel()
+            self._outboxes.pop(gone, None)
+        for peer in sorted(peers - set(self._replicators)):
+            scope = trio.CancelScope()
+            self._replicators[peer] = scope
+            self._outboxes[peer] = _Outbox()
+            nursery.start_soon(self._replicator, peer, scope)
 
     def _load_snapshot(self) -> SnapshotRef | None:
         """Restore the state machine from the newest snapshot on disk, if any.
@@ -589,6 +729,9 @@ class RaftServer:
                 except NotLeaderError as exc:
                     proposal.fail(self._not_leader(exc.leader_id))
                     return
+                except TransferInProgress:
+                    self._held.append(item)
+                    return
                 pending = self._pending
                 for pos in range(len(datas)):
                     pending[first + pos] = (term, proposal, pos)
@@ -599,11 +742,33 @@ class RaftServer:
                 self._compact_upto = node.log.offset
             elif kind == "snapshot_failed":
                 node.report_snapshot(item[1], delivered=False)
+            elif kind == "config":
+                _, change, proposal = item
+                try:
+                    index = node.propose_config(change(node.membership))
+                except NotLeaderError as exc:
+                    proposal.fail(self._not_leader(exc.leader_id))
+                except TransferInProgress:
+                    self._held.append(item)
+                except ConfigChangeError as exc:
+                    proposal.fail(CommandError(str(exc)))
+                else:
+                    self._pending[index] = (node.term, proposal, 0)
+            elif kind == "transfer":
+                _, target, done = item
+                try:
+                    node.transfer_leadership(target)
+                except NotLeaderError as exc:
+                    done.fail(self._not_leader(exc.leader_id))
+                except ConfigChangeError as exc:
+                    done.fail(CommandError(str(exc)))
+                else:
+                    done.done.set()  # under way: the caller watches the leader
         else:
             node.step(item)
 
     def _not_leader(self, leader_id: int | None) -> NotLeader:
-        address = self.cluster.get(leader_id) if leader_id is not None else None
+        address = self.address_of(leader_id) if leader_id is not None else None
         return NotLeader(leader_id, address)
 
     async def _dispatch(
@@ -620,6 +785,22 @@ class RaftServer:
             if soft.leader_id is not None:
                 self._leader_event.set()
                 self._leader_event = trio.Event()
+            if soft.leader_id not in self._replicators and soft.leader_id not in (None, self.id):
+                self._sync_replicators()
+            if soft.transferee is None and self._held:
+                # The handover is over (done or abandoned): proposals held meanwhile
+                # go to the core now, or fail with a redirect to the new leader.
+                held, self._held = self._held, []
+                for item in held:
+                    self._handle(node, item)
+        if ready.membership is not None:
+            log.info("member %d: configuration now %s", self.id, ready.membership)
+            self._sync_replicators()
+        if ready.removed and not self.removed:
+            self.removed = True
+            log.warning("member %d: removed from the cluster; shutting down", self.id)
+            assert self._nursery is not None
+            self._nursery.start_soon(self._shut_down_soon)
         if ready.snapshot is not None:
             # Whatever we proposed up to there was settled by the snapshot, result
             # unknown here; whatever after it is gone with the log it replaced.
@@ -823,7 +1004,10 @@ class RaftServer:
         task of its own; without it, applying waits while it is written.
         """
         sm = self.state_machine
-        meta = SnapshotMeta(self.last_applied, self._applied_term, tuple(sorted(self.cluster)))
+        assert self.node is not None
+        membership = self.node.membership_at(self.last_applied)
+        meta = SnapshotMeta(self.last_applied, self._applied_term, tuple(membership.voters),
+                            membership=membership.encode())
         capture = getattr(sm, "capture_snapshot", None)
         self._snapshot_writing = True
         self._applied_bytes = 0
@@ -885,15 +1069,22 @@ class RaftServer:
 
     # ------------------------------------------------------------ replicator
 
-    async def _replicator(self, peer: int) -> None:
+    async def _replicator(self, peer: int, scope: trio.CancelScope) -> None:
+        with scope:
+            await self._replicate_to(peer)
+
+    async def _replicate_to(self, peer: int) -> None:
         box = self._outboxes[peer]
-        host, port = parse_address(self.cluster[peer])
-        hello = cbor2.dumps([HELLO_PEER, self.cluster_name, self.id])
+        hello = cbor2.dumps([HELLO_PEER, self.cluster_name, self.id, self.address])
         backoff = 0.05
         while True:
+            address = self.address_of(peer)
             try:
+                if not address:
+                    raise OSError(f"no address known for member {peer}")
+                host, port = parse_address(address)
                 stream = await trio.open_tcp_stream(host, port)
-            except OSError:
+            except (OSError, ValueError):
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
                 continue
@@ -1078,11 +1269,19 @@ class RaftServer:
         if not isinstance(hello, list) or not hello:
             raise CodecError("bad hello frame")
         if hello[0] == HELLO_PEER:
-            if len(hello) != 3 or hello[1] != self.cluster_name:
+            if len(hello) not in (3, 4) or hello[1] != self.cluster_name:
                 raise CodecError(f"peer hello from another cluster: {hello!r:.100}")
             peer = hello[2]
-            if type(peer) is not int or peer == self.id or peer not in self.cluster:
-                raise CodecError(f"peer hello from member {peer!r:.20}, not one of ours")
+            # Any id: a member this one has not heard of yet may lead a
+            # configuration it has not received (the core weighs who says what).
+            if type(peer) is not int or peer <= 0 or peer == self.id:
+                raise CodecError(f"peer hello from member {peer!r:.20}")
+            if len(hello) == 4 and isinstance(hello[3], str):
+                try:
+                    parse_address(hello[3])
+                except ValueError:
+                    raise CodecError(f"peer hello with a bad address {hello[3]!r:.60}") from None
+                self._learned_addresses[peer] = hello[3]
             await self._serve_peer(reader, peer)
         elif hello[0] == HELLO_CLIENT:
             await serve_client(self, reader, stream)
@@ -1155,8 +1354,9 @@ class RaftServer:
                  chunk.index, chunk.src, chunk.total)
         inbox = self._inbox_send
         assert inbox is not None
+        membership = incoming.meta.membership if incoming.meta is not None else b""
         await inbox.send(InstallSnapshot(chunk.term, chunk.src, self.id, chunk.index,
-                                         chunk.snapshot_term))
+                                         chunk.snapshot_term, membership))
 
     def _ack(self, chunk: SnapshotChunk, received: int, *, accepted: bool) -> None:
         self._route([SnapshotAck(chunk.term, self.id, chunk.src, chunk.index,

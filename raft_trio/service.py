@@ -17,6 +17,13 @@ Ops: ["propose", [command, ...]] -> list of results;
 ["snapshot"] -> index of this member's newest snapshot, after taking one of
 what it has applied; ["dump", position, count] -> [applied index, [[key,
 value], ...]]: a page of the state machine's contents, for checks.
+
+Membership, answered by the leader (others redirect): ["members"] ->
+{"voters": {id: address}, "learners": {...}, "leader": id};
+["add_member", id, address, voter] (a learner, promoted once caught up
+unless voter is false), ["promote_member", id], ["remove_member", id] ->
+the new configuration as "members" gives it; ["transfer", id] -> the new
+leader's id.
 """
 
 from __future__ import annotations
@@ -27,11 +34,18 @@ from typing import TYPE_CHECKING, Any
 import cbor2
 import trio
 
+from raft_trio.core import Role
 from raft_trio.errors import CommandError, LeadershipLost, NotLeader, RaftError
 from raft_trio.transport import FrameReader, send_frames
 
 if TYPE_CHECKING:
     from raft_trio.server import RaftServer
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    from raft_trio.server import parse_address as parse
+
+    return parse(address)
 
 log = logging.getLogger("raft_trio.service")
 
@@ -41,6 +55,45 @@ MAX_DUMP_PAGE = 10_000
 
 class BadRequest(Exception):
     pass
+
+
+_MEMBERSHIP_OPS = {"members", "add_member", "promote_member", "remove_member", "transfer"}
+
+
+def _describe(server: RaftServer) -> dict[str, Any]:
+    membership = server.membership
+    return {"voters": dict(membership.voters), "learners": dict(membership.learners),
+            "leader": server.leader_id}
+
+
+async def _membership(server: RaftServer, op: str, args: list[Any]) -> Any:
+    if server.role is not Role.LEADER:
+        raise server._not_leader(server.leader_id)
+    if op == "members":
+        if args:
+            raise BadRequest("members takes no arguments")
+        return _describe(server)
+    if not args or type(args[0]) is not int or args[0] <= 0:
+        raise BadRequest(f"{op} takes a member id (a positive int) first")
+    node_id = args[0]
+    if op == "add_member":
+        if len(args) != 3 or not isinstance(args[1], str) or type(args[2]) is not bool:
+            raise BadRequest("add_member takes an id, an address and whether it votes")
+        try:
+            parse_address(args[1])
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        await server.add_member(node_id, args[1], voter=args[2])
+        return _describe(server)
+    if len(args) != 1:
+        raise BadRequest(f"{op} takes one member id")
+    if op == "promote_member":
+        await server.promote_member(node_id)
+    elif op == "remove_member":
+        await server.remove_member(node_id)
+    else:
+        return await server.transfer_leadership(node_id)
+    return _describe(server)
 
 
 async def serve_client(server: RaftServer, reader: FrameReader, stream: trio.abc.Stream) -> None:
@@ -91,6 +144,8 @@ async def _execute(server: RaftServer, op: str, args: list[Any]) -> Any:
         if args:
             raise BadRequest("snapshot takes no arguments")
         return await server.take_snapshot()
+    if op in _MEMBERSHIP_OPS:
+        return await _membership(server, op, args)
     if op == "dump":
         if len(args) != 2 or not all(type(a) is int and a >= 0 for a in args):
             raise BadRequest("dump takes a position and a count")

@@ -20,6 +20,7 @@ from raft_trio.core.messages import (
     InstallSnapshot,
     RequestVote,
     RequestVoteResponse,
+    TimeoutNow,
 )
 from raft_trio.encoding import pack_entries
 from raft_trio.transport import codec
@@ -79,7 +80,9 @@ message_st: st.SearchStrategy[PeerMessage] = st.one_of(
     ),
     st.builds(Heartbeat, term=ints, src=ints, dst=ints, commit=ints),
     st.builds(HeartbeatResponse, term=ints, src=ints, dst=ints),
-    st.builds(InstallSnapshot, term=ints, src=ints, dst=ints, index=ints, snapshot_term=ints),
+    st.builds(InstallSnapshot, term=ints, src=ints, dst=ints, index=ints, snapshot_term=ints,
+              membership=st.binary(max_size=50)),
+    st.builds(TimeoutNow, term=ints, src=ints, dst=ints),
     st.builds(SnapshotChunk, term=ints, src=ints, dst=ints, index=ints, snapshot_term=ints,
               total=ints, offset=ints, data=st.binary(max_size=300)),
     st.builds(SnapshotAck, term=ints, src=ints, dst=ints, index=ints, snapshot_term=ints,
@@ -110,7 +113,8 @@ SAMPLES: list[PeerMessage] = [
     ),
     Heartbeat(term=3, src=1, dst=2, commit=11),
     HeartbeatResponse(term=3, src=2, dst=1),
-    InstallSnapshot(term=3, src=1, dst=2, index=5000, snapshot_term=2),
+    InstallSnapshot(term=3, src=1, dst=2, index=5000, snapshot_term=2, membership=b"\x82\x80\x80"),
+    TimeoutNow(term=4, src=1, dst=2),
     SnapshotChunk(term=3, src=1, dst=2, index=5000, snapshot_term=2, total=10, offset=4,
                   data=b"\x00\x01"),
     SnapshotAck(term=3, src=2, dst=1, index=5000, snapshot_term=2, received=6, accepted=True),
@@ -181,6 +185,7 @@ def test_wire_tags_are_stable() -> None:
         InstallSnapshot: 7,
         SnapshotChunk: 8,
         SnapshotAck: 9,
+        TimeoutNow: 10,
     }
 
 
@@ -304,7 +309,7 @@ def test_not_a_non_empty_array(value: Any) -> None:
     assert_rejected(raw(value), "array")
 
 
-@pytest.mark.parametrize("tag", [0, 10, 99, -1, 2**70])
+@pytest.mark.parametrize("tag", [0, 11, 99, -1, 2**70])
 def test_unknown_tag(tag: int) -> None:
     assert_rejected(raw([tag, 1, 2, 3]), "unknown message tag")
 

@@ -224,6 +224,10 @@ class RaftNode:
         self._installed: SnapshotRef | None = None
         self.transferee: int | None = None
         self._transfer_elapsed = 0
+        # Leader only: members a change removed, still sent to until they have
+        # heard that the change committed (or they would time out and campaign),
+        # with the index of that change and the heartbeat rounds since they did.
+        self._departing: dict[int, tuple[int, int]] = {}
         # (index, configuration) for the base and every CONFIG entry in the log,
         # oldest first: the last is in effect; a cut log falls back to an earlier one.
         self._configs: list[tuple[int, Membership]] = [(self.log.offset, base)]
@@ -531,17 +535,24 @@ class RaftNode:
         self.voters = tuple(membership.voters)
         self._voter_set = frozenset(membership.voters)
         self._member_set = membership.members
-        self.peers = tuple(sorted(i for i in membership.members if i != self.id))
         self._membership_changed = True
-        if self.role is Role.LEADER:
-            next_index = self.log.last_index + 1
-            for peer in self.peers:
-                if peer not in self.progress:
-                    self.progress[peer] = Progress(next_index, self.config.max_inflight)
+        if self.role is not Role.LEADER:
+            self._departing = {}
+        else:
+            for returning in [p for p in self._departing if p in self._member_set]:
+                del self._departing[returning]
             for gone in [p for p in self.progress if p not in self._member_set]:
-                del self.progress[gone]
+                if gone not in self._departing:
+                    self._departing[gone] = (self.config_index, 0)
+            next_index = self.log.last_index + 1
+            for peer in membership.members:
+                if peer != self.id and peer not in self.progress:
+                    self.progress[peer] = Progress(next_index, self.config.max_inflight)
             if self.transferee is not None and self.transferee not in self._voter_set:
                 self.transferee = None
+        self.peers = tuple(sorted(
+            {i for i in membership.members if i != self.id} | set(self._departing)
+        ))
 
     def _removed(self) -> bool:
         """Out of the configuration, and the change that took it out is committed."""
@@ -797,6 +808,18 @@ class RaftNode:
             return  # no longer a member
         if msg.src == self.transferee:
             self._maybe_timeout_now()
+        departing = self._departing.get(msg.src)
+        if departing is not None:
+            removed_at, rounds = departing
+            if min(pr.match, self.commit) >= removed_at:
+                # It has been told, in a heartbeat, that its removal committed;
+                # one more round in case that one was lost, then let it go.
+                if rounds >= 2:
+                    del self._departing[msg.src]
+                    del self.progress[msg.src]
+                    self._apply_membership()
+                    return
+                self._departing[msg.src] = (removed_at, rounds + 1)
         if pr.pending_snapshot:
             pr.snapshot_rounds += 1
             if pr.snapshot_rounds >= self.config.snapshot_timeout_rounds:

@@ -16,7 +16,12 @@ import os
 import re
 from pathlib import Path
 
-from raft_trio.storage.snapshot import SnapshotCorruption, open_snapshot, snapshot_name
+from raft_trio.storage.snapshot import (
+    SnapshotCorruption,
+    SnapshotMeta,
+    open_snapshot,
+    snapshot_name,
+)
 from raft_trio.storage.wal import _fsync_dir, _make_durable_dirs
 
 __all__ = ["IncomingSnapshot", "remove_partial_snapshots"]
@@ -38,6 +43,8 @@ class IncomingSnapshot:
             self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644
         )
         self.received = 0
+        # What the file says of itself, once finish() has checked it.
+        self.meta: SnapshotMeta | None = None
 
     def write(self, offset: int, data: bytes) -> None:
         """Store a chunk that starts at or before what has arrived; an overlap is skipped."""
@@ -79,6 +86,7 @@ class IncomingSnapshot:
         except BaseException:
             self.path.unlink(missing_ok=True)
             raise
+        self.meta = meta
         final = self.directory / snapshot_name(self.index, self.term)
         os.replace(self.path, final)
         _fsync_dir(self.directory)

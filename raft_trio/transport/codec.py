@@ -32,6 +32,7 @@ from raft_trio.core.messages import (
     Message,
     RequestVote,
     RequestVoteResponse,
+    TimeoutNow,
 )
 from raft_trio.encoding import PackError, pack_entries, unpack_entries
 from raft_trio.transport.chunks import SnapshotAck, SnapshotChunk
@@ -58,6 +59,7 @@ WIRE_TAGS: Mapping[type[PeerMessage], int] = MappingProxyType(
         InstallSnapshot: 7,
         SnapshotChunk: 8,
         SnapshotAck: 9,
+        TimeoutNow: 10,
     }
 )
 

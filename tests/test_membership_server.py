@@ -1,0 +1,139 @@
+"""Membership changes on live servers over loopback: add, promote, transfer, remove."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+
+import raft_trio
+from raft_trio import KVStateMachine, RaftServer, Role, Timing
+from raft_trio.errors import CommandError
+from stress.cluster import free_ports
+
+FAST = Timing(tick_interval=0.02, election_ticks=10)
+
+
+class Harness:
+    """Members that come and go, each in its own cancel scope."""
+
+    def __init__(self, nursery: trio.Nursery, root: Path):
+        self.nursery = nursery
+        self.root = root
+        self.servers: dict[int, RaftServer] = {}
+        self.scopes: dict[int, trio.CancelScope] = {}
+        self.done: dict[int, trio.Event] = {}
+
+    async def start(self, server: RaftServer) -> None:
+        self.servers[server.id] = server
+        self.done[server.id] = trio.Event()
+
+        async def run(task_status: trio.TaskStatus[None]) -> None:
+            try:
+                with trio.CancelScope() as scope:
+                    self.scopes[server.id] = scope
+                    await server.serve(task_status=task_status)
+            finally:
+                self.done[server.id].set()
+
+        await self.nursery.start(run)
+
+    def new(self, node_id: int, cluster: dict[int, str], address: str | None = None
+            ) -> RaftServer:
+        return RaftServer(node_id, cluster, self.root / f"m{node_id}", KVStateMachine(),
+                          timing=FAST, address=address)
+
+    def running(self) -> list[RaftServer]:
+        return [s for i, s in self.servers.items() if not self.done[i].is_set()]
+
+    async def leader(self, timeout: float = 10.0) -> RaftServer:
+        with trio.fail_after(timeout):
+            while True:
+                running = self.running()
+                leaders = [s for s in running if s.role is Role.LEADER]
+                members = [s for s in running if s.id in (leaders[0].membership.members
+                                                          if leaders else ())]
+                if len(leaders) == 1 and all(s.leader_id == leaders[0].id for s in members):
+                    return leaders[0]
+                await trio.sleep(0.02)
+
+
+async def test_grow_transfer_and_remove_the_old_leader(tmp_path: Path) -> None:
+    ports = free_ports(4)
+    cluster = {i + 1: f"127.0.0.1:{ports[i]}" for i in range(3)}
+    async with trio.open_nursery() as nursery:
+        h = Harness(nursery, tmp_path)
+        for node_id in cluster:
+            await h.start(h.new(node_id, cluster))
+        old = await h.leader()
+        new_address = f"127.0.0.1:{ports[3]}"
+        joiner = h.new(4, {}, address=new_address)
+        await h.start(joiner)
+        async with raft_trio.connect(list(cluster.values()), timeout=20) as client:
+            await client.set_many([(f"k{i}", "v") for i in range(200)])
+            config = await client.add_member(4, new_address)
+            assert config["voters"] == {**cluster, 4: new_address}
+            assert (await client.members())["learners"] == {}
+            with pytest.raises(CommandError, match="already"):
+                await client.add_member(4, new_address)
+            assert await client.transfer_leadership(4) == 4
+            await client.set("after-transfer", "yes")
+            config = await client.remove_member(old.id)
+            assert sorted(config["voters"]) == sorted({*cluster, 4} - {old.id})
+            with trio.fail_after(10):
+                await h.done[old.id].wait()  # a removed member shuts itself down
+            assert old.removed
+            await client.set("after-removal", "yes")
+            assert await client.get("k7") == "v"
+        leader = await h.leader()
+        assert leader.id == 4
+        with trio.fail_after(10):
+            while True:
+                states = [s.state_machine.data for s in h.running()]  # type: ignore[attr-defined]
+                if all(st == states[0] and "after-removal" in st for st in states):
+                    break
+                await trio.sleep(0.02)
+        assert len(h.running()) == 3
+        nursery.cancel_scope.cancel()
+
+
+async def test_replace_every_member_one_by_one_while_a_client_writes(tmp_path: Path) -> None:
+    ports = free_ports(6)
+    cluster = {i + 1: f"127.0.0.1:{ports[i]}" for i in range(3)}
+    everyone = {i + 1: f"127.0.0.1:{ports[i]}" for i in range(6)}
+    written: list[str] = []
+    async with trio.open_nursery() as nursery:
+        h = Harness(nursery, tmp_path)
+        for node_id in cluster:
+            await h.start(h.new(node_id, cluster))
+        await h.leader()
+
+        async def writer(task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+            with trio.CancelScope() as scope:
+                task_status.started(scope)
+                async with raft_trio.connect(list(everyone.values()), timeout=20) as client:
+                    n = 0
+                    while True:
+                        started = trio.current_time()
+                        await client.set(f"w{n}", str(n))
+                        # No write may wait longer than about an election.
+                        assert trio.current_time() - started < 3.0
+                        written.append(f"w{n}")
+                        n += 1
+
+        writes = await nursery.start(writer)
+        async with raft_trio.connect(list(everyone.values()), timeout=30) as admin:
+            for old_id, new_id in ((1, 4), (2, 5), (3, 6)):
+                await h.start(h.new(new_id, {}, address=everyone[new_id]))
+                await admin.add_member(new_id, everyone[new_id])
+                await admin.remove_member(old_id)
+                with trio.fail_after(10):
+                    await h.done[old_id].wait()
+            writes.cancel()
+            assert len(written) > 20
+            for key in written[:: max(1, len(written) // 20)]:
+                assert await admin.get(key) == key[1:]
+            members = await admin.members()
+            assert sorted(members["voters"]) == [4, 5, 6]
+        nursery.cancel_scope.cancel()
