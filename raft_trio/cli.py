@@ -17,7 +17,7 @@ import trio
 import typer
 
 from raft_trio.client import cluster_status, connect, snapshot_member
-from raft_trio.errors import RaftError, leaves
+from raft_trio.errors import CommandError, RaftError, leaves
 from raft_trio.kv import KVStateMachine
 from raft_trio.server import RaftServer, SnapshotPolicy, Timing, parse_address
 from raft_trio.storage import SnapshotCorruption, WALCorruption
@@ -30,6 +30,9 @@ app = typer.Typer(
 )
 kv_app = typer.Typer(help="Read and write keys of a running cluster.", no_args_is_help=True)
 app.add_typer(kv_app, name="kv")
+members_app = typer.Typer(help="List and change the members of a running cluster.",
+                          no_args_is_help=True)
+app.add_typer(members_app, name="members")
 
 ClusterOpt = Annotated[
     str,
@@ -122,6 +125,12 @@ def serve(
     listen_host: Annotated[
         str | None, typer.Option("--listen-host", help="Bind here instead of the member's host.")
     ] = None,
+    join: Annotated[str | None, typer.Option(
+        "--join",
+        help="Join a running cluster through any of these members (host:port,...) instead "
+             "of starting one from --cluster; needs --address.")] = None,
+    address: Annotated[str | None, typer.Option(
+        "--address", help="This member's host:port (with --join).")] = None,
     snapshot_entries: Annotated[int, typer.Option(
         "--snapshot-entries",
         help="Snapshot after this many entries applied since the last snapshot (0: only on "
@@ -152,12 +161,20 @@ def serve(
         spec = ",".join(f"{k}={v}" for k, v in table.items())
         if cluster is None and spec:
             cluster = spec
-    if cluster is None:
-        fail("give --cluster (or --config with a [cluster] table)", 2)
-    members = parse_cluster(cluster)
-    if not isinstance(node_id, int):
-        fail("give --id (or id in --config)", 2)
-    if node_id not in members:
+    if join is not None:
+        if address is None:
+            fail("--join needs --address: this member's own host:port", 2)
+        try:
+            parse_address(address)
+        except ValueError as exc:
+            fail(f"--address: {exc}", 2)
+        join_addresses = _addresses(join)
+    elif cluster is None:
+        fail("give --cluster (or --config with a [cluster] table), or --join", 2)
+    members = parse_cluster(cluster) if cluster is not None else {}
+    if not isinstance(node_id, int) or node_id < 1:
+        fail("give --id (or id in --config), a positive number", 2)
+    if join is None and node_id not in members:
         fail(f"--id {node_id} is not in the cluster {sorted(members)}", 2)
     if data_dir is None:
         fail("give --data-dir (or data_dir in --config)", 2)
@@ -169,10 +186,11 @@ def serve(
     timing = Timing(tick_interval=tick, election_ticks=election_ticks)
     policy = SnapshotPolicy(entries=snapshot_entries, bytes=snapshot_bytes,
                             trailing=snapshot_trailing)
-    server = RaftServer(node_id, members, data_dir, KVStateMachine(), timing=timing,
-                        snapshots=policy, listen_host=listen_host)
+    server = RaftServer(node_id, members if join is None else {}, data_dir, KVStateMachine(),
+                        timing=timing, snapshots=policy, listen_host=listen_host,
+                        address=address if join is not None else None)
     try:
-        trio.run(_serve_until_signalled, server)
+        trio.run(_serve_until_signalled, server, join_addresses if join is not None else None)
     except Exception as exc:
         # Errors from inside the server's nurseries arrive wrapped in ExceptionGroups.
         errors = leaves(exc)
@@ -184,10 +202,18 @@ def serve(
         raise
 
 
-async def _serve_until_signalled(server: RaftServer) -> None:
+async def _serve_until_signalled(server: RaftServer, join: list[str] | None) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            await nursery.start(server.serve)
+
+            async def run(task_status: trio.TaskStatus[None]) -> None:
+                await server.serve(task_status=task_status)
+                # serve returns by itself only when the member was removed.
+                nursery.cancel_scope.cancel()
+
+            await nursery.start(run)
+            if join is not None:
+                nursery.start_soon(_join, server, join)
             async for signum in signals:
                 logging.getLogger("raft_trio").info(
                     "member %d: %s received, shutting down", server.id, signal.Signals(signum).name
@@ -330,6 +356,121 @@ def _human_bytes(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     raise AssertionError("unreachable")
+
+
+async def _join(server: RaftServer, addresses: list[str]) -> None:
+    """Ask the cluster to add this member (a learner, promoted once caught up)."""
+    logger = logging.getLogger("raft_trio")
+    if server.id in server.membership.members:
+        logger.info("member %d: already a member; not asking to join", server.id)
+        return
+    while True:
+        try:
+            async with connect(addresses, timeout=30, request_timeout=120) as client:
+                await client.add_member(server.id, server.address)
+            logger.info("member %d: joined the cluster", server.id)
+            return
+        except CommandError as exc:
+            if "already" in str(exc):
+                return
+            logger.error("member %d: the cluster refused to add it: %s", server.id, exc)
+            return
+        except RaftError as exc:
+            logger.warning("member %d: joining failed (%s); trying again", server.id, exc)
+            await trio.sleep(1.0)
+
+
+# ---------------------------------------------------------------- members
+
+
+def _membership_call(cluster: str, timeout: float, call: Any) -> Any:
+    _check_timeout(timeout)
+    addresses = _addresses(cluster)
+
+    async def run() -> Any:
+        async with connect(addresses, timeout=timeout, request_timeout=timeout) as client:
+            return await call(client)
+
+    return _run_client(run)
+
+
+def _print_members(info: dict[str, Any]) -> None:
+    for kind in ("voters", "learners"):
+        for node_id, address in sorted(info[kind].items()):
+            lead = "  (leader)" if node_id == info.get("leader") else ""
+            typer.echo(f"{node_id}\t{address}\t{kind[:-1]}{lead}")
+
+
+MembersTimeout = Annotated[
+    float, typer.Option("--timeout", help="Give up after this many seconds.")
+]
+
+
+@members_app.command("list")
+def members_list(
+    cluster: ClusterOpt,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    timeout: TimeoutOpt = 10.0,
+) -> None:
+    """The configuration as the leader has it: voters and learners, with addresses."""
+    info = _membership_call(cluster, timeout, lambda c: c.members())
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+    else:
+        _print_members(info)
+
+
+@members_app.command("add")
+def members_add(
+    node_id: Annotated[int, typer.Argument(help="Id of the new member.")],
+    address: Annotated[str, typer.Argument(help="Its host:port.")],
+    cluster: ClusterOpt,
+    learner: Annotated[bool, typer.Option(
+        "--learner", help="Keep it a non-voting learner (default: promote it once caught up).")
+    ] = False,
+    timeout: MembersTimeout = 120.0,
+) -> None:
+    """Add a member: a learner first, a voter once its log has caught up."""
+    if node_id < 1:
+        fail("the member id must be positive", 2)
+    try:
+        parse_address(address)
+    except ValueError as exc:
+        fail(str(exc), 2)
+    info = _membership_call(cluster, timeout,
+                            lambda c: c.add_member(node_id, address, voter=not learner))
+    _print_members(info)
+
+
+@members_app.command("promote")
+def members_promote(
+    node_id: Annotated[int, typer.Argument(help="Id of the learner.")],
+    cluster: ClusterOpt,
+    timeout: MembersTimeout = 120.0,
+) -> None:
+    """Make a learner a voter, once its log has caught up."""
+    _print_members(_membership_call(cluster, timeout, lambda c: c.promote_member(node_id)))
+
+
+@members_app.command("remove")
+def members_remove(
+    node_id: Annotated[int, typer.Argument(help="Id of the member to remove.")],
+    cluster: ClusterOpt,
+    timeout: MembersTimeout = 30.0,
+) -> None:
+    """Remove a member (it shuts itself down once the change is committed)."""
+    _print_members(_membership_call(cluster, timeout, lambda c: c.remove_member(node_id)))
+
+
+@members_app.command("transfer")
+def members_transfer(
+    cluster: ClusterOpt,
+    to: Annotated[int, typer.Option("--to", help="Id of the voter to hand leadership to.")],
+    timeout: MembersTimeout = 30.0,
+) -> None:
+    """Hand leadership to another voter."""
+    leader = _membership_call(cluster, timeout, lambda c: c.transfer_leadership(to))
+    typer.echo(f"member {leader} leads")
 
 
 # ---------------------------------------------------------------- snapshot

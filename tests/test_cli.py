@@ -279,7 +279,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 HELP_COMMANDS = [
     [], ["serve"], ["kv"], ["kv", "set"], ["kv", "get"], ["kv", "del"], ["kv", "cas"],
-    ["status"], ["stress"], ["snapshot"],
+    ["status"], ["stress"], ["snapshot"], ["members"], ["members", "list"],
+    ["members", "add"], ["members", "remove"], ["members", "promote"], ["members", "transfer"],
 ]
 
 
@@ -299,6 +300,11 @@ def test_help_for_every_command() -> None:
         assert option in by_cmd["serve"]
     for option in ("--cluster", "--id"):
         assert option in by_cmd["snapshot"]
+    for name in ("list", "add", "remove", "promote", "transfer"):
+        assert name in by_cmd["members"]
+    assert "--to" in by_cmd["members transfer"] and "--learner" in by_cmd["members add"]
+    for option in ("--join", "--address"):
+        assert option in by_cmd["serve"]
     for option in ("--entries", "--batch", "--clients", "--servers", "--up", "--processes",
                    "--data-dir", "--keep", "--seed", "--snapshot-entries"):
         assert option in by_cmd["stress"]
@@ -330,6 +336,9 @@ def test_bad_arguments_give_a_short_error(tmp_path: Path) -> None:
         (["serve", "--id", "1", "--cluster", member, "--data-dir", data,
           "--snapshot-entries", "-1"], 2, "--snapshot-entries"),
         (["snapshot", "--cluster", member, "--id", "5"], 2, "--id 5"),
+        (["serve", "--id", "4", "--join", f"127.0.0.1:{port}", "--data-dir", data], 2,
+         "--address"),
+        (["members", "add", "4", "nowhere", "--cluster", member], 2, "host:port"),
         (["kv", "get", "k", "--cluster", "1=bad"], 2, "bad"),
         (["kv", "get", "k", "--cluster", member, "--timeout", "0"], 2, "--timeout"),
         (["status", "--cluster", f"127.0.0.1:{port}", "--timeout", "-1"], 2, "--timeout"),
@@ -642,3 +651,57 @@ def test_the_embedding_example_runs() -> None:
     assert "a = 3" in proc.stdout
     assert "a follower refuses" in proc.stdout
     assert proc.stdout.rstrip().endswith("all members stopped")
+
+
+# ------------------------------------------------------------- membership
+
+
+def test_join_transfer_and_remove_from_the_command_line(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    c = Cluster(tmp_path_factory.mktemp("members-cluster"))
+    try:
+        c.start(1, 2, 3)
+        old_leader, _ = c.wait_stable({1, 2, 3})
+        (port,) = free_ports(1)
+        address = f"127.0.0.1:{port}"
+        data_dir = c.root / "member-4"
+        c.members[4] = Member(4, address, data_dir, c.root / "member-4.log", [
+            *RAFT, "serve", "--id", "4", "--join", c.members[1].address,
+            "--address", address, "--data-dir", str(data_dir), *TIMING,
+        ])
+        c.start(4)
+        spec = c.spec
+
+        def voters() -> dict[str, Any]:
+            info: dict[str, Any] = json.loads(ok(raft("members", "list", "--cluster", spec,
+                                                      "--json")))
+            return info
+
+        wait_for("member 4 to join as a voter",
+                 lambda: None if "4" in voters()["voters"] else f"members: {voters()}")
+        listing = ok(raft("members", "list", "--cluster", spec))
+        assert f"4\t{address}\tvoter" in listing, listing
+        ok(raft("kv", "set", "during", "membership", "--cluster", spec))
+
+        # Clear errors for changes that cannot be made.
+        already = raft("members", "add", "4", address, "--cluster", spec)
+        assert "already" in short_error(already, 1), show(already)
+        unknown = raft("members", "remove", "9", "--cluster", spec)
+        assert "not in the cluster" in short_error(unknown, 1), show(unknown)
+        not_voter = raft("members", "transfer", "--to", "9", "--cluster", spec)
+        assert "not a voter" in short_error(not_voter, 1), show(not_voter)
+
+        out = ok(raft("members", "transfer", "--to", "4", "--cluster", spec))
+        assert out.strip() == "member 4 leads", out
+        out = ok(raft("members", "remove", str(old_leader), "--cluster", spec))
+        assert f"{old_leader}\t" not in out, out
+        # The removed member shuts itself down, cleanly.
+        proc = c.members[old_leader].proc
+        assert proc is not None
+        assert proc.wait(20) == 0, c.members[old_leader].log_tail()
+        rest = ",".join(f"{i}={m.address}" for i, m in c.members.items() if i != old_leader)
+        assert ok(raft("kv", "get", "during", "--cluster", rest)).strip() == "membership"
+        ok(raft("kv", "set", "after", "removal", "--cluster", rest))
+    finally:
+        c.shutdown()
