@@ -548,6 +548,10 @@ def stress(
     snapshot_trailing: Annotated[int | None, typer.Option(
         "--snapshot-trailing",
         help="Entries members keep behind a snapshot (default: serve's default).")] = None,
+    reconfigure: Annotated[bool, typer.Option(
+        "--reconfigure",
+        help="While clients write, add a member, hand it leadership and remove the first "
+             "leader; the later steps run on the new configuration.")] = False,
     log_level: Annotated[str, typer.Option("--log-level", help="Member log level.")] = "warning",
 ) -> None:
     """Build a cluster and run the ten-step correctness checklist, printing entries/s."""
@@ -567,7 +571,7 @@ def stress(
         entries=entries, batch=batch, clients=clients, servers=servers, up=up_count,
         processes=processes, data_dir=data_dir, keep=keep, seed=seed, base_port=base_port,
         log_level=log_level, snapshot_entries=snapshot_entries,
-        snapshot_trailing=snapshot_trailing,
+        snapshot_trailing=snapshot_trailing, reconfigure=reconfigure,
     )
     ok = run_stress(options)
     raise typer.Exit(0 if ok else 1)

@@ -49,6 +49,7 @@ from raft_trio.core import (
     SnapshotRef,
     TransferInProgress,
 )
+from raft_trio.core.progress import Progress
 from raft_trio.encoding import pack_entries
 from raft_trio.errors import CommandError, LeadershipLost, NotLeader, RaftError, leaves
 from raft_trio.service import serve_client
@@ -214,6 +215,10 @@ class _AckState:
         self.changed = trio.Event()
 
 
+# Ticks a configuration change waits for a new leader to commit an entry of
+# its term before the change is refused.
+TRANSIENT_RETRY_TICKS = 50
+
 # Raft retransmits whatever matters, so a peer that falls this far behind
 # loses its oldest queued messages rather than growing memory without bound.
 MAX_OUTBOX = 4096
@@ -311,6 +316,7 @@ class RaftServer:
         # Proposals that arrived while leadership was being handed over.
         self._held: list[Any] = []
         self._transfers: list[_Proposal] = []
+        self._retry: list[Any] = []
         # Addresses peers gave in their hellos: a joining member learns its
         # leader's this way before any configuration names it.
         self._learned_addresses: dict[int, str] = {}
@@ -357,6 +363,9 @@ class RaftServer:
             "messages_sent": self.counters["messages_sent"],
             "messages_received": self.counters["messages_received"],
             **{k: v for k, v in self.counters.items() if k.startswith("snapshot")},
+            # Leader only: how far each member's log matches, for operators and checks.
+            "progress": {peer: _describe_progress(pr) for peer, pr in node.progress.items()}
+            if node else {},
         }
 
     def log_entries(self, start: int, count: int) -> list[Entry]:
@@ -718,6 +727,10 @@ class RaftServer:
     def _handle(self, node: RaftNode, item: Any) -> None:
         if item is _TICK:
             node.tick()
+            if self._retry:
+                retry, self._retry = self._retry, []
+                for again in retry:
+                    self._handle(node, again)
         elif item is _DURABLE:
             pass  # a wake-up only: the loop reads self._durable after draining
         elif isinstance(item, tuple):
@@ -743,7 +756,7 @@ class RaftServer:
             elif kind == "snapshot_failed":
                 node.report_snapshot(item[1], delivered=False)
             elif kind == "config":
-                _, change, proposal = item
+                change, proposal = item[1], item[2]
                 try:
                     index = node.propose_config(change(node.membership))
                 except NotLeaderError as exc:
@@ -751,7 +764,13 @@ class RaftServer:
                 except TransferInProgress:
                     self._held.append(item)
                 except ConfigChangeError as exc:
-                    proposal.fail(CommandError(str(exc)))
+                    if exc.transient and len(item) == 3:
+                        # Right after an election: try again on the coming ticks.
+                        self._retry.append((*item, TRANSIENT_RETRY_TICKS))
+                    elif exc.transient and item[3] > 0:
+                        self._retry.append((*item[:3], item[3] - 1))
+                    else:
+                        proposal.fail(CommandError(str(exc)))
                 else:
                     self._pending[index] = (node.term, proposal, 0)
             elif kind == "transfer":
@@ -1361,6 +1380,12 @@ class RaftServer:
     def _ack(self, chunk: SnapshotChunk, received: int, *, accepted: bool) -> None:
         self._route([SnapshotAck(chunk.term, self.id, chunk.src, chunk.index,
                                  chunk.snapshot_term, received, accepted)])
+
+
+def _describe_progress(pr: Progress) -> dict[str, Any]:
+    state = "snapshot" if pr.pending_snapshot else "probe" if pr.probing else "replicate"
+    return {"match": pr.match, "next": pr.next, "state": state,
+            "inflight": len(pr.inflight), "probe_sent": pr.probe_sent}
 
 
 class _SendStalled(Exception):

@@ -40,6 +40,14 @@ class Cluster:
         self.timing = timing
         self.log_level = log_level
         self.snapshots = snapshots if snapshots is not None else SnapshotPolicy()
+        # Members added to a running cluster: they start outside the configuration
+        # and are added by the caller (or, as processes, join by themselves).
+        self.joiners: set[int] = set()
+        self.bootstrap = dict(members)
+
+    def add_joiner(self, node_id: int, address: str) -> None:
+        self.members[node_id] = address
+        self.joiners.add(node_id)
 
     def member_dir(self, node_id: int) -> Path:
         return self.data_dir / f"member-{node_id}"
@@ -54,6 +62,10 @@ class Cluster:
         raise NotImplementedError
 
     async def stop(self, node_id: int) -> None:
+        raise NotImplementedError
+
+    async def reap(self, node_id: int) -> None:
+        """Wait for a member that stops by itself (removed from the cluster) to be gone."""
         raise NotImplementedError
 
     def peak_rss(self) -> dict[int, int]:
@@ -86,8 +98,10 @@ class InProcessCluster(Cluster):
         await self.nursery.start(self._run, node_id)
 
     async def _run(self, node_id: int, task_status: trio.TaskStatus[None]) -> None:
-        server = RaftServer(node_id, self.members, self.member_dir(node_id), KVStateMachine(),
-                            timing=self.timing, snapshots=self.snapshots)
+        joining = node_id in self.joiners
+        server = RaftServer(node_id, {} if joining else self.bootstrap, self.member_dir(node_id),
+                            KVStateMachine(), timing=self.timing, snapshots=self.snapshots,
+                            address=self.members[node_id] if joining else None)
         self.servers[node_id] = server
         done = self.stopped[node_id] = trio.Event()
         try:
@@ -103,6 +117,10 @@ class InProcessCluster(Cluster):
         self.scopes.pop(node_id).cancel()
         await self.stopped[node_id].wait()
 
+    async def reap(self, node_id: int) -> None:
+        await self.stopped[node_id].wait()
+        self.scopes.pop(node_id, None)
+
 
 class ProcessCluster(Cluster):
     """Every member is `python -m raft_trio serve` in its own process (uses every core)."""
@@ -116,10 +134,12 @@ class ProcessCluster(Cluster):
         return sorted(self.procs)
 
     def _command(self, node_id: int) -> list[str]:
-        spec = ",".join(f"{i}={a}" for i, a in sorted(self.members.items()))
+        spec = ",".join(f"{i}={a}" for i, a in sorted(self.bootstrap.items()))
+        where = (["--join", ",".join(self.bootstrap.values()), "--address", self.members[node_id]]
+                 if node_id in self.joiners else ["--cluster", spec])
         return [
             sys.executable, "-m", "raft_trio", "serve",
-            "--id", str(node_id), "--cluster", spec,
+            "--id", str(node_id), *where,
             "--data-dir", str(self.member_dir(node_id)),
             "--tick", str(self.timing.tick_interval),
             "--election-ticks", str(self.timing.election_ticks),
@@ -162,6 +182,12 @@ class ProcessCluster(Cluster):
             return
         proc.kill()
         await proc.wait()
+
+    async def reap(self, node_id: int) -> None:
+        proc = self.procs[node_id]
+        self.rss[node_id] = max(self.rss.get(node_id, 0), _peak_rss(proc.pid))
+        await proc.wait()
+        self.procs.pop(node_id, None)
 
     def peak_rss(self) -> dict[int, int]:
         for node_id, proc in self.procs.items():

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from raft_trio.client import Client, cluster_status, connect, read_member_state
-from raft_trio.errors import RaftError, leaves
+from raft_trio.errors import CommandError, RaftError, leaves
 from raft_trio.server import SnapshotPolicy, Timing
 from stress.cluster import Cluster, InProcessCluster, ProcessCluster, free_ports
 
@@ -44,6 +44,8 @@ class StressOptions:
     # Servers' --snapshot-entries (None: their default).
     snapshot_entries: int | None = None
     snapshot_trailing: int | None = None
+    # During step 2: add a member, hand it leadership, remove the first leader.
+    reconfigure: bool = False
 
 
 class StepFailed(Exception):
@@ -70,6 +72,7 @@ class Checklist:
         self.acknowledged = 0
         self.throughput = 0.0
         self.expected_last = 0
+        self.reconfigured = ""
 
     # -------------------------------------------------------------- helpers
 
@@ -257,11 +260,45 @@ class Checklist:
             async with trio.open_nursery() as nursery:
                 for client_id, quota in enumerate(quotas):
                     nursery.start_soon(run_client, client_id, quota)
+                if self.o.reconfigure:
+                    nursery.start_soon(self.reconfigure)
         elapsed = time.perf_counter() - started
         self.throughput = self.o.entries / elapsed
         p50, p99 = _percentiles(latencies)
         return (f"{self.o.entries} entries in {elapsed:.2f}s: {self.throughput:,.0f} entries/s; "
-                f"batch latency p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
+                f"batch latency p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms"
+                + self.reconfigured)
+
+    async def reconfigure(self) -> None:
+        """While the clients write: a new member joins, takes over leadership, and the
+        member that led is removed; later steps run on the new configuration."""
+        while self.acknowledged < self.o.entries // 4:
+            await trio.sleep(0.05)
+        new_id = max(self.cluster.members) + 1
+        (port,) = free_ports(1)
+        self.cluster.add_joiner(new_id, f"127.0.0.1:{port}")
+        await self.cluster.start(new_id)
+        async with connect(self.addresses, timeout=self.o.step_timeout,
+                           request_timeout=self.o.step_timeout) as admin:
+            old_leader = (await admin.members())["leader"]
+            try:
+                await admin.add_member(new_id, self.cluster.members[new_id])
+            except CommandError as exc:
+                if "already" not in str(exc):
+                    raise
+                # A member process joins by itself (serve --join): wait until it votes.
+                with trio.fail_after(self.o.step_timeout):
+                    while str(new_id) not in map(str, (await admin.members())["voters"]):
+                        await trio.sleep(0.05)
+            await admin.transfer_leadership(new_id)
+            self.up_ids = sorted({*self.up_ids, new_id} - {old_leader})
+            self.addresses = [self.cluster.members[i] for i in self.up_ids]
+            await admin.remove_member(old_leader)
+        with trio.fail_after(self.o.step_timeout):
+            while old_leader in self.cluster.running():
+                await self.cluster.reap(old_leader)
+        self.reconfigured = (f"; meanwhile member {new_id} joined, took over leadership, and "
+                             f"member {old_leader} was removed")
 
     async def step3(self) -> str:
         await self.wait_committed()

@@ -306,7 +306,7 @@ def test_help_for_every_command() -> None:
     for option in ("--join", "--address"):
         assert option in by_cmd["serve"]
     for option in ("--entries", "--batch", "--clients", "--servers", "--up", "--processes",
-                   "--data-dir", "--keep", "--seed", "--snapshot-entries"):
+                   "--data-dir", "--keep", "--seed", "--snapshot-entries", "--reconfigure"):
         assert option in by_cmd["stress"]
     assert "--json" in by_cmd["status"]
     assert "--absent" in by_cmd["kv cas"]
@@ -374,6 +374,7 @@ STRESS_VARIANTS = {
     "processes": ["--processes", "--seed", "7", "--snapshot-entries", "300",
                   "--snapshot-trailing", "100", "--log-level", "info"],
     "up-2-of-3": ["--up", "2"],
+    "reconfigure": ["--reconfigure"],
 }
 
 
@@ -437,6 +438,9 @@ def test_stress_passes_all_ten_steps(variant: str, stress_runs: dict[str, Stress
         # since every member's log starts well past index 1 by then.
         logs = "".join(p.read_text() for p in data_dir.glob("member-*.log"))
         assert "installed the leader's snapshot" in logs, logs[-3000:]
+    if variant == "reconfigure":
+        assert "joined, took over leadership, and member" in out, show(proc)
+        assert (data_dir / "member-4").is_dir()
     if variant == "up-2-of-3":
         assert "2 of 3 members up" in out, show(proc)
         assert not (data_dir / "member-3").exists()

@@ -1141,3 +1141,17 @@ def test_same_term_install_snapshot_makes_a_candidate_follow_the_sender() -> Non
     assert role(n) is Role.FOLLOWER
     assert (n.term, n.vote, n.leader_id) == (5, 1, 3)
     assert n.ready().snapshot == SnapshotRef(3, 4)
+
+
+def test_an_idle_leader_sends_its_log_to_a_member_it_just_added() -> None:
+    # Found with `raft-trio stress --reconfigure --processes`: the clients were done by the
+    # time the member joined, and a leader that started the new member past its log's end
+    # sent it only heartbeats, which never revealed that its log was empty.
+    leader = node(term=1, entries=log_of([1] * 5))
+    elect(leader)
+    for peer in (2, 3):
+        leader.step(AppendEntriesResponse(leader.term, peer, 1, True, 6, 0, 0, 0))
+    leader.ready()
+    leader.propose_config(leader.membership.add_learner(4, "127.0.0.1:7004"))
+    sent = [m for m in of_type(leader.ready().messages, AppendEntries) if m.dst == 4]
+    assert sent and sent[0].prev_index == 0 and sent[0].entries[0].index == 1

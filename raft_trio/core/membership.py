@@ -22,7 +22,15 @@ __all__ = ["ConfigChangeError", "Membership"]
 
 
 class ConfigChangeError(ValueError):
-    """A configuration change that must not be made (now, or at all)."""
+    """A configuration change that must not be made (now, or at all).
+
+    `transient`: only not yet (a new leader has not committed an entry of its
+    term); the same change will do in a moment.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 def _frozen(mapping: Mapping[int, str]) -> Mapping[int, str]:

@@ -343,14 +343,17 @@ class RaftNode:
             raise NotLeaderError(self.leader_id)
         if self.transferee is not None:
             raise TransferInProgress(self.transferee)
+        if self.log.term(self.commit) != self.term:
+            # Checked first: until then a change an earlier leader committed may
+            # still look uncommitted here.
+            raise ConfigChangeError(
+                "this leader has not committed an entry of its term yet; try again shortly",
+                transient=True,
+            )
         if self.config_index > self.commit:
             raise ConfigChangeError(
                 f"a configuration change is already in progress (entry {self.config_index} "
                 f"is not committed yet)"
-            )
-        if self.log.term(self.commit) != self.term:
-            raise ConfigChangeError(
-                "this leader has not committed an entry of its term yet; try again shortly"
             )
         if new == self.membership:
             raise ConfigChangeError("the configuration would not change")
@@ -544,10 +547,13 @@ class RaftNode:
             for gone in [p for p in self.progress if p not in self._member_set]:
                 if gone not in self._departing:
                     self._departing[gone] = (self.config_index, 0)
-            next_index = self.log.last_index + 1
+            # A member new to this leader most likely has nothing: start it from
+            # the log's beginning (or the snapshot). Starting past the end instead
+            # would leave an idle leader nothing to send it but heartbeats, which
+            # never reveal that its log is empty.
             for peer in membership.members:
                 if peer != self.id and peer not in self.progress:
-                    self.progress[peer] = Progress(next_index, self.config.max_inflight)
+                    self.progress[peer] = Progress(self.log.offset + 1, self.config.max_inflight)
             if self.transferee is not None and self.transferee not in self._voter_set:
                 self.transferee = None
         self.peers = tuple(sorted(
@@ -555,8 +561,14 @@ class RaftNode:
         ))
 
     def _removed(self) -> bool:
-        """Out of the configuration, and the change that took it out is committed."""
-        return self.id not in self._member_set and self.commit >= self.config_index > 0
+        """Out of the configuration, and the change that took it out is committed.
+
+        Only a member that a committed configuration named was removed: one
+        joining catches up through configurations that predate it.
+        """
+        if self.id in self._member_set or not self.commit >= self.config_index > 0:
+            return False
+        return any(self.id in m.members for at, m in self._configs if at <= self.commit)
 
     def _settle_committed_config(self) -> None:
         """A leader that a committed change made a non-voter steps down (dissertation 4.2.2)."""
