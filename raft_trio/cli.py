@@ -131,6 +131,10 @@ def serve(
              "of starting one from --cluster; needs --address.")] = None,
     address: Annotated[str | None, typer.Option(
         "--address", help="This member's host:port (with --join).")] = None,
+    promote_within: Annotated[int, typer.Option(
+        "--promote-within",
+        help="As leader, promote a new member once its log is within this many entries of "
+             "its own.")] = 1000,
     snapshot_entries: Annotated[int, typer.Option(
         "--snapshot-entries",
         help="Snapshot after this many entries applied since the last snapshot (0: only on "
@@ -180,15 +184,17 @@ def serve(
         fail("give --data-dir (or data_dir in --config)", 2)
     if not math.isfinite(tick) or tick <= 0 or election_ticks < 2:
         fail("--tick must be positive and --election-ticks at least 2", 2)
-    if min(snapshot_entries, snapshot_bytes, snapshot_trailing) < 0:
-        fail("--snapshot-entries, --snapshot-bytes and --snapshot-trailing must be >= 0", 2)
+    if min(snapshot_entries, snapshot_bytes, snapshot_trailing, promote_within) < 0:
+        fail("--snapshot-entries, --snapshot-bytes, --snapshot-trailing and --promote-within "
+             "must be >= 0", 2)
     _setup_logging(log_level)
     timing = Timing(tick_interval=tick, election_ticks=election_ticks)
     policy = SnapshotPolicy(entries=snapshot_entries, bytes=snapshot_bytes,
                             trailing=snapshot_trailing)
     server = RaftServer(node_id, members if join is None else {}, data_dir, KVStateMachine(),
                         timing=timing, snapshots=policy, listen_host=listen_host,
-                        address=address if join is not None else None)
+                        address=address if join is not None else None,
+                        promote_within=promote_within)
     try:
         trio.run(_serve_until_signalled, server, join_addresses if join is not None else None)
     except Exception as exc:

@@ -317,6 +317,8 @@ class RaftServer:
         self._held: list[Any] = []
         self._transfers: list[_Proposal] = []
         self._retry: list[Any] = []
+        # When each peer last sent us anything (for refusing changes that lose quorum).
+        self._last_heard: dict[int, float] = {}
         # Addresses peers gave in their hellos: a joining member learns its
         # leader's this way before any configuration names it.
         self._learned_addresses: dict[int, str] = {}
@@ -442,7 +444,25 @@ class RaftServer:
         return await self._change_config(lambda m: m.promote(node_id))
 
     async def remove_member(self, node_id: int) -> Membership:
-        return await self._change_config(lambda m: m.remove(node_id))
+        """Remove a member, unless the voters left would not have a quorum that answers."""
+
+        def change(current: Membership) -> Membership:
+            new = current.remove(node_id)
+            live = [v for v in new.voters if v == self.id or self._recently_heard(v)]
+            if len(live) < new.quorum:
+                raise ConfigChangeError(
+                    f"removing member {node_id} would lose quorum: of the voters left "
+                    f"{sorted(new.voters)}, only {sorted(live)} answered lately and "
+                    f"{new.quorum} are needed"
+                )
+            return new
+
+        return await self._change_config(change)
+
+    def _recently_heard(self, peer: int) -> bool:
+        heard = self._last_heard.get(peer)
+        window = self.timing.tick_interval * self.timing.election_ticks * 2
+        return heard is not None and trio.current_time() - heard <= window
 
     async def transfer_leadership(self, node_id: int) -> int:
         """Hand leadership to voter `node_id`; returns the new leader's id.
@@ -1319,6 +1339,7 @@ class RaftServer:
                     f"to member {node_id}"
                 )
             self.counters["messages_received"] += 1
+            self._last_heard[peer] = trio.current_time()
             if type(msg) is SnapshotChunk:
                 await self._receive_chunk(msg)
             elif type(msg) is SnapshotAck:

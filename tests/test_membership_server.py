@@ -137,3 +137,25 @@ async def test_replace_every_member_one_by_one_while_a_client_writes(tmp_path: P
             members = await admin.members()
             assert sorted(members["voters"]) == [4, 5, 6]
         nursery.cancel_scope.cancel()
+
+
+async def test_a_removal_that_would_lose_quorum_is_refused(tmp_path: Path) -> None:
+    ports = free_ports(3)
+    cluster = {i + 1: f"127.0.0.1:{ports[i]}" for i in range(3)}
+    async with trio.open_nursery() as nursery:
+        h = Harness(nursery, tmp_path)
+        for node_id in cluster:
+            await h.start(h.new(node_id, cluster))
+        leader = await h.leader()
+        down, up = (i for i in cluster if i != leader.id)
+        h.scopes[down].cancel()
+        await h.done[down].wait()
+        await trio.sleep(FAST.tick_interval * FAST.election_ticks * 2.5)
+        async with raft_trio.connect([cluster[leader.id]], timeout=10) as client:
+            # Left with the leader and a member that is down: no quorum would answer.
+            with pytest.raises(CommandError, match="would lose quorum"):
+                await client.remove_member(up)
+            config = await client.remove_member(down)
+            assert sorted(config["voters"]) == sorted([leader.id, up])
+            await client.set("still", "writable")
+        nursery.cancel_scope.cancel()
