@@ -1194,7 +1194,7 @@ class Simulation:
                     self._start_transfer(m, msg)
                     continue
                 if isinstance(msg, TimeoutNow):
-                    self.event("timeout-now", msg)
+                    self._check_timeout_now(m, msg)
                 if (
                     isinstance(msg, RequestVote)
                     or (isinstance(msg, RequestVoteResponse) and msg.granted)
@@ -1267,6 +1267,28 @@ class Simulation:
         if was_leader and node.role is not Role.LEADER and m.id not in node.membership.voters:
             self.event("step-down", (m.id, node.term, node.config_index, node.commit))
 
+    def _check_timeout_now(self, m: Member, msg: TimeoutNow) -> None:
+        """A leader hands over (a transfer, or its removal committed): to an up-to-date voter."""
+        node = m.node
+        assert node is not None
+        self.event("timeout-now", msg)
+        if msg.term > node.term:
+            raise self.fail(f"node {m.id}: {msg} from term {node.term}")
+        if msg.term < node.term:
+            return  # queued before a later input of the same batch moved the node on
+        if msg.dst not in node.membership.voters:
+            raise self.fail(f"node {m.id}: {msg} to a non-voter of {node.membership}")
+        dst = self.members.get(msg.dst)
+        target = dst.node if dst is not None else None
+        if target is None or target.term > msg.term:
+            return  # crashed (what it acknowledged is durable), or moved on already
+        log = node.log
+        if log.last_index > target.log.offset and (
+            target.log.term(log.last_index) != log.last_term
+        ):
+            raise self.fail(f"node {m.id}: {msg}, but {msg.dst} does not hold its log up to "
+                            f"{(log.last_index, log.last_term)}")
+
     def _told_removed(self, m: Member) -> bool:
         """A Ready said `m` is removed (its committed entries applied): whether to stop it.
 
@@ -1276,7 +1298,7 @@ class Simulation:
         node = m.node
         assert node is not None
         committed = node.membership_at(node.commit)
-        if m.id in committed.members or node.role is not Role.FOLLOWER:
+        if m.id in committed.members or node.role is Role.LEADER:
             raise self.fail(f"node {m.id}: told it was removed as {node.role.value}, with "
                             f"committed configuration {committed}")
         known = min(node.commit, len(self.global_applied))

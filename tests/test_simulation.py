@@ -105,7 +105,7 @@ def test_simulation_makes_progress() -> None:
         "cfg-learner": 20,  # spares added as learners,
         "spare": 15,  # new spares minted as they were used up,
         "cfg-promote": 3,  # learners promoted once caught up,
-        "cfg-promote-early": 5,  # and before,
+        "cfg-promote-early": 3,  # and before,
         "cfg-remove-learner": 1,  # learners removed,
         "cfg-remove-voter": 6,  # voters removed,
         "cfg-remove-leader": 6,  # leaders that removed themselves,
