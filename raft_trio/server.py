@@ -736,6 +736,10 @@ class RaftServer:
             if self._durable is not None:
                 node.persisted(*self._durable)
                 self._durable = None
+                if self._held and node.role is Role.LEADER and node.transferee is None:
+                    held, self._held = self._held, []
+                    for item in held:
+                        self._handle(node, item)
             if self._compact_upto:
                 await disk.send(_DiskJob(None, [], [], compact_upto=self._compact_upto))
                 self._compact_upto = 0
@@ -760,6 +764,10 @@ class RaftServer:
                 try:
                     first, term = node.propose(datas)
                 except NotLeaderError as exc:
+                    if node.role is Role.LEADER:
+                        # Elected by its own vote, its term not yet durable: in a moment.
+                        self._held.append(item)
+                        return
                     proposal.fail(self._not_leader(exc.leader_id))
                     return
                 except TransferInProgress:

@@ -1155,3 +1155,34 @@ def test_an_idle_leader_sends_its_log_to_a_member_it_just_added() -> None:
     leader.propose_config(leader.membership.add_learner(4, "127.0.0.1:7004"))
     sent = [m for m in of_type(leader.ready().messages, AppendEntries) if m.dst == 4]
     assert sent and sent[0].prev_index == 0 and sent[0].entries[0].index == 1
+
+
+def test_a_lone_voter_leads_only_once_its_term_is_durable() -> None:
+    # Found by the membership simulation: elected by its own vote at once, it replicated
+    # before its term was on disk, crashed, and led the same term again with other entries.
+    n = RaftNode(1, Membership({1: "a"}, {2: "b"}))
+    n.campaign()
+    assert n.role is Role.LEADER
+    with pytest.raises(NotLeaderError):
+        n.propose([b"x"])
+    ready = n.ready()
+    assert ready.messages == []  # a learner hears nothing before the term is durable
+    assert any(isinstance(m, AppendEntries) for m in ready.persisted_messages)
+    noop = ready.entries[-1]
+    n.persisted(noop.index, noop.term)
+    n.propose([b"x"])
+
+
+def test_a_voter_the_newest_uncommitted_change_removes_still_campaigns() -> None:
+    # Dissertation 4.2.2, Figure 4.6: {2, 3} -> {2} reached only 3; if 3 did not campaign,
+    # 2 (shorter log) could never win its vote, and no leader would ever be elected.
+    two = Membership({2: "b", 3: "c"})
+    entries = [Entry(1, 1, EntryKind.CONFIG, two.encode()),
+               Entry(2, 1, EntryKind.CONFIG, Membership({2: "b"}).encode())]
+    n = RaftNode(3, two, hard_state=HardState(1, None, 1), entries=entries)
+    assert not n.is_voter
+    n.campaign()
+    assert n.role is Role.CANDIDATE
+    assert [m.dst for m in n.ready().persisted_messages if isinstance(m, RequestVote)] == [2]
+    n.step(RequestVoteResponse(n.term, 2, 3, True))
+    assert role(n) is Role.LEADER  # the vote of 2, the only voter, suffices; its own does not count

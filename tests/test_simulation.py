@@ -7,7 +7,7 @@ A failing seed prints the exact command that replays it. To replay by hand:
 
 (RAFT_SIM_STEPS overrides the step count, RAFT_SIM_TRACE=1 prints every event,
 RAFT_SIM_WORKAROUNDS=none or a comma-separated list replaces the default set of
-workarounds for known core bugs, simulation.KNOWN_CORE_BUGS.)
+workarounds for core bugs since fixed, simulation.KNOWN_CORE_BUGS; none by default.)
 """
 
 from __future__ import annotations
@@ -16,17 +16,20 @@ import os
 from collections import Counter
 
 import pytest
-from simulation import KNOWN_CORE_BUGS, Simulation, SimulationFailure, run_simulation
+from simulation import Simulation, run_simulation
 
 STEPS = 3000
 SEEDS_PER_SIZE = 200
+# A cluster that starts with one voter (and grows by membership changes): the only way
+# to meet a lone voter while no voter is removed from a two-voter configuration.
+SINGLE_VOTER_SEEDS = 60
 
 
 def _cases() -> list[object]:
     return [
         pytest.param(n, seed, id=f"n{n}-seed{seed}")
-        for n in (3, 5)
-        for seed in range(SEEDS_PER_SIZE)
+        for n, seeds in ((1, SINGLE_VOTER_SEEDS), (3, SEEDS_PER_SIZE), (5, SEEDS_PER_SIZE))
+        for seed in range(seeds)
     ]
 
 
@@ -125,27 +128,21 @@ def test_simulation_makes_progress() -> None:
         assert stats[kind] >= least, (kind, stats)
 
 
-# Known core bugs (simulation.KNOWN_CORE_BUGS): each seed reproduces one with its
-# workaround off. Once the bug is fixed the test passes, which strict xfail reports as a
-# failure: then drop the name from KNOWN_CORE_BUGS (and its workaround) and this case.
-KNOWN_BUG_SEEDS = [
-    # Figure 4.6 of the dissertation: {2, 3} -> {2}; only 3, the voter removed, holds the
-    # change, never campaigns and refuses 2 its vote, so nobody is ever elected again.
-    pytest.param("two-voter-removal-deadlock", 3, 113, 3000, "liveness: no convergence",
-                 id="two-voter-removal-deadlock-n3-seed113"),
+# Seeds that found the two core bugs named in simulation.KNOWN_CORE_BUGS, fixed since:
+# with the core before the fix (RAFT_SIM_WORKAROUNDS=none) they fail with the symptom given.
+FIXED_BUG_SEEDS = [
+    # Figure 4.6 of the dissertation: {2, 3} -> {2}; only 3, the voter removed, held the
+    # change, never campaigned and refused 2 its vote, so nobody was ever elected again.
+    pytest.param(3, 113, 3000, id="two-voter-removal-deadlock-n3-seed113"),
+    # Lone voter 1 led term 2, crashed before term 2 was durable, restarted in term 1 and
+    # led term 2 again with another entry at index 3 (at step 272): "log matching".
+    pytest.param(1, 172, 300, id="single-voter-unsaved-term-n1-seed172"),
 ]
 
 
-@pytest.mark.parametrize(("bug", "n_nodes", "seed", "steps", "symptom"), KNOWN_BUG_SEEDS)
-@pytest.mark.xfail(strict=True, raises=SimulationFailure, reason="known core bug")
-def test_known_core_bug(bug: str, n_nodes: int, seed: int, steps: int, symptom: str) -> None:
-    sim = Simulation(seed, n_nodes, steps, workarounds=KNOWN_CORE_BUGS - {bug})
-    try:
-        sim.run()
-    except SimulationFailure as exc:
-        # Any other failure is a plain AssertionError, which the xfail does not excuse.
-        assert symptom in str(exc).splitlines()[0], str(exc)
-        raise
+@pytest.mark.parametrize(("n_nodes", "seed", "steps"), FIXED_BUG_SEEDS)
+def test_fixed_core_bug(n_nodes: int, seed: int, steps: int) -> None:
+    Simulation(seed, n_nodes, steps, workarounds=set()).run()
 
 
 def test_replay() -> None:

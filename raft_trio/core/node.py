@@ -224,6 +224,11 @@ class RaftNode:
         self._installed: SnapshotRef | None = None
         self.transferee: int | None = None
         self._transfer_elapsed = 0
+        # A leader elected by its own vote alone: the index of its no-op until that is
+        # durable (and with it the term). Until then it takes no proposals and sends
+        # nothing but persisted messages, so that a crash cannot make it lead the same
+        # term again with other entries that someone already received.
+        self._unsaved_term_noop = 0
         # Leader only: members a change removed, still sent to until they have
         # heard that the change committed (or they would time out and campaign),
         # with the index of that change and the heartbeat rounds since they did.
@@ -271,6 +276,16 @@ class RaftNode:
     def is_voter(self) -> bool:
         return self.id in self._voter_set
 
+    def _may_campaign(self) -> bool:
+        if self.is_voter:
+            return True
+        configs = self._configs
+        return (
+            self.config_index > self.commit
+            and len(configs) > 1
+            and self.id in configs[-2][1].voters
+        )
+
     def tick(self) -> None:
         if self.role is Role.LEADER:
             self.heartbeat_elapsed += 1
@@ -290,10 +305,12 @@ class RaftNode:
     def campaign(self) -> None:
         """Start an election now (a timeout fired, or a test wants one).
 
-        Only a voter campaigns: a learner, or a member outside the
-        configuration, waits for a leader to find it.
+        A voter campaigns, and so does a voter of the configuration that an
+        uncommitted newest one replaced: until that entry commits the others
+        may need it (dissertation 4.2.2, Figure 4.6). A learner, or a member
+        outside the configuration, waits for a leader to find it.
         """
-        if not self.is_voter:
+        if not self._may_campaign():
             self.election_elapsed = 0
             return
         self.role = Role.CANDIDATE
@@ -303,9 +320,11 @@ class RaftNode:
         self.election_elapsed = 0
         self.randomized_timeout = self._draw_timeout()
         self.progress = {}
-        self.votes = {self.id: True}
+        # Our own vote counts only where we are a voter (absent, it is no refusal either).
+        self.votes = {self.id: True} if self.is_voter else {}
         if self._tally() >= self.quorum:
             self._become_leader()
+            self._unsaved_term_noop = self.log.last_index
             return
         for peer in self.voters:
             if peer == self.id:
@@ -317,7 +336,7 @@ class RaftNode:
 
     def propose(self, datas: Sequence[bytes]) -> tuple[int, int]:
         """Append commands to the leader's log; returns (first index, term)."""
-        if self.role is not Role.LEADER:
+        if self.role is not Role.LEADER or self._unsaved_term_noop:
             raise NotLeaderError(self.leader_id)
         if self.transferee is not None:
             raise TransferInProgress(self.transferee)
@@ -339,7 +358,7 @@ class RaftNode:
         erratum: otherwise a change from an earlier term still in flight
         could form a majority that does not overlap this one's).
         """
-        if self.role is not Role.LEADER:
+        if self.role is not Role.LEADER or self._unsaved_term_noop:
             raise NotLeaderError(self.leader_id)
         if self.transferee is not None:
             raise TransferInProgress(self.transferee)
@@ -386,6 +405,8 @@ class RaftNode:
         """The log is durable up to `index`, whose entry had `term` when written."""
         if index > self.durable_index and self.log.term(index) == term:
             self.durable_index = index
+            if self._unsaved_term_noop and index >= self._unsaved_term_noop:
+                self._unsaved_term_noop = 0
             if self.role is Role.LEADER:
                 self._maybe_commit()
 
@@ -474,6 +495,10 @@ class RaftNode:
         if self.role is Role.LEADER:
             for peer in self.peers:
                 self._send_appends(peer)
+        if self._unsaved_term_noop:
+            # Nothing leaves before the term is durable.
+            self._persisted_messages[:0] = self._messages
+            self._messages = []
         ready = Ready(
             entries=self._entries,
             messages=self._messages,
@@ -595,6 +620,7 @@ class RaftNode:
         self.progress = {}
         self.votes = {}
         self.transferee = None
+        self._unsaved_term_noop = 0
 
     def _become_leader(self) -> None:
         self.role = Role.LEADER
