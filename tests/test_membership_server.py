@@ -103,6 +103,7 @@ async def test_replace_every_member_one_by_one_while_a_client_writes(tmp_path: P
     cluster = {i + 1: f"127.0.0.1:{ports[i]}" for i in range(3)}
     everyone = {i + 1: f"127.0.0.1:{ports[i]}" for i in range(6)}
     written: list[str] = []
+    longest = [0.0]
     async with trio.open_nursery() as nursery:
         h = Harness(nursery, tmp_path)
         for node_id in cluster:
@@ -117,8 +118,11 @@ async def test_replace_every_member_one_by_one_while_a_client_writes(tmp_path: P
                     while True:
                         started = trio.current_time()
                         await client.set(f"w{n}", str(n))
-                        # No write may wait longer than about an election.
-                        assert trio.current_time() - started < 3.0
+                        # No write may wait much longer than an election (0.2-0.4 s
+                        # here); the bound leaves room for a loaded CI machine.
+                        took = trio.current_time() - started
+                        longest[0] = max(longest[0], took)
+                        assert took < 3.0
                         written.append(f"w{n}")
                         n += 1
 
@@ -136,6 +140,7 @@ async def test_replace_every_member_one_by_one_while_a_client_writes(tmp_path: P
                 assert await admin.get(key) == key[1:]
             members = await admin.members()
             assert sorted(members["voters"]) == [4, 5, 6]
+            print(f"{len(written)} writes, the longest took {longest[0]:.3f}s")
         nursery.cancel_scope.cancel()
 
 
