@@ -32,6 +32,10 @@ from raft_trio.transport import FrameError, FrameReader, send_frames
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_REQUEST_TIMEOUT = 5.0
+# Longest pause between tries while no leader answers. Short next to an election
+# (1-2 s at the default timing), so a client notices the new leader soon after
+# it is elected rather than up to a whole pause later.
+MAX_BACKOFF = 0.1
 
 
 class _Connection:
@@ -222,7 +226,7 @@ class Client:
                     last_problem = f"{self.addresses[self._target]}: no answer in time"
                 await self._next_member()
                 await trio.sleep(min(backoff, max(0.0, deadline - trio.current_time())))
-                backoff = min(backoff * 2, 0.5)
+                backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
             if reply[1] == "ok":
                 return reply[2]
@@ -237,7 +241,7 @@ class Client:
                 if hint is None or stale:
                     # An election is probably under way: give it a moment.
                     await trio.sleep(min(backoff, max(0.0, deadline - trio.current_time())))
-                    backoff = min(backoff * 2, 0.5)
+                    backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
             if code == "lost":
                 if op == "propose":
