@@ -693,9 +693,7 @@ class RaftServer:
                 restore(reader)
             except ValueError as exc:
                 raise SnapshotCorruption(paths[0], f"the state machine refused it: {exc}") from None
-        self.snapshot_meta = meta
-        self._snapshot_path = paths[0]
-        self._snapshot_size = paths[0].stat().st_size
+        self._note_snapshot(meta, paths[0])
         log.info("member %d: restored the snapshot at index %d from %s", self.id, meta.index,
                  paths[0])
         return SnapshotRef(meta.index, meta.term)
@@ -736,10 +734,8 @@ class RaftServer:
             if self._durable is not None:
                 node.persisted(*self._durable)
                 self._durable = None
-                if self._held and node.role is Role.LEADER and node.transferee is None:
-                    held, self._held = self._held, []
-                    for item in held:
-                        self._handle(node, item)
+                if node.role is Role.LEADER and node.transferee is None:
+                    self._release_held(node)
             if self._compact_upto:
                 await disk.send(_DiskJob(None, [], [], compact_upto=self._compact_upto))
                 self._compact_upto = 0
@@ -814,6 +810,12 @@ class RaftServer:
         else:
             node.step(item)
 
+    def _release_held(self, node: RaftNode) -> None:
+        """Hand the proposals held back (a handover, a term not yet durable) to the core again."""
+        held, self._held = self._held, []
+        for item in held:
+            self._handle(node, item)
+
     def _not_leader(self, leader_id: int | None) -> NotLeader:
         address = self.address_of(leader_id) if leader_id is not None else None
         return NotLeader(leader_id, address)
@@ -834,12 +836,10 @@ class RaftServer:
                 self._leader_event = trio.Event()
             if soft.leader_id not in self._replicators and soft.leader_id not in (None, self.id):
                 self._sync_replicators()
-            if soft.transferee is None and self._held:
+            if soft.transferee is None:
                 # The handover is over (done or abandoned): proposals held meanwhile
                 # go to the core now, or fail with a redirect to the new leader.
-                held, self._held = self._held, []
-                for item in held:
-                    self._handle(node, item)
+                self._release_held(node)
         if ready.membership is not None:
             log.info("member %d: configuration now %s", self.id, ready.membership)
             self._sync_replicators()
@@ -1036,13 +1036,17 @@ class RaftServer:
         self._applied_term = ref.term
         self._applied_bytes = 0
         self.counters["snapshots_installed"] += 1
+        self._note_snapshot(meta, path)
+        log.info("member %d: installed the leader's snapshot at index %d", self.id, ref.index)
+        self._applied_event.set()
+        self._applied_event = trio.Event()
+
+    def _note_snapshot(self, meta: SnapshotMeta, path: Path) -> None:
+        """Remember `path` as the newest snapshot on disk, unless a newer one is known."""
         if self.snapshot_meta is None or meta.index > self.snapshot_meta.index:
             self.snapshot_meta = meta
             self._snapshot_path = path
             self._snapshot_size = path.stat().st_size
-        log.info("member %d: installed the leader's snapshot at index %d", self.id, ref.index)
-        self._applied_event.set()
-        self._applied_event = trio.Event()
 
     async def _start_snapshot(self) -> None:
         """Snapshot the state as applied right now (call between applies).
@@ -1072,10 +1076,7 @@ class RaftServer:
                     write_snapshot, self.snapshot_dir, meta, write_state
                 )
                 await trio.to_thread.run_sync(remove_older_snapshots, self.snapshot_dir)
-                if self.snapshot_meta is None or meta.index > self.snapshot_meta.index:
-                    self.snapshot_meta = meta
-                    self._snapshot_path = path
-                    self._snapshot_size = path.stat().st_size
+                self._note_snapshot(meta, path)
             log.info("member %d: snapshot at index %d written in %.2fs (%d bytes)", self.id,
                      meta.index, trio.current_time() - started, self._snapshot_size)
             if self._inbox_send is not None:
