@@ -10,6 +10,7 @@ from typing import Any
 import cbor2
 import pytest
 import trio
+from test_server import kv, leader_of
 
 import raft_trio
 from raft_trio import KVStateMachine, RaftServer, Role, SnapshotPolicy, Timing
@@ -30,21 +31,6 @@ async def cluster(tmp_path: Path) -> AsyncIterator[InProcessCluster]:
             await harness.start(node_id)
         yield harness
         nursery.cancel_scope.cancel()
-
-
-async def leader_of(cluster: InProcessCluster, timeout: float = 10.0) -> RaftServer:
-    with trio.fail_after(timeout):
-        while True:
-            running = [cluster.servers[i] for i in cluster.running()]
-            leaders = [s for s in running if s.role is Role.LEADER]
-            if len(leaders) == 1 and all(s.leader_id == leaders[0].id for s in running):
-                return leaders[0]
-            await trio.sleep(0.02)
-
-
-def kv(server: RaftServer) -> dict[str, str]:
-    assert isinstance(server.state_machine, KVStateMachine)
-    return server.state_machine.data
 
 
 async def wait_converged(cluster: InProcessCluster, timeout: float = 20.0) -> None:
