@@ -132,7 +132,7 @@ import random
 from bisect import bisect_right
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import accumulate
 from operator import itemgetter
 from typing import Any
@@ -384,7 +384,14 @@ class Simulation:
         self.steps = steps
         self.rng = rng = random.Random(seed)
         self.faults = faults if faults is not None else Faults.draw(rng)
-        self.config = config if config is not None else draw_config(rng)
+        if config is None:
+            config = draw_config(rng)
+            # Drawn apart from the main stream, which the pinned seeds depend on.
+            pre_vote, check_quorum = random.Random(seed * 7919 + 17).choice(
+                ((True, True),) * 5 + ((True, False), (False, True), (False, False))
+            )
+            config = replace(config, pre_vote=pre_vote, check_quorum=check_quorum)
+        self.config = config
         voters = range(1, n_nodes + 1)
         pool = range(1, n_nodes + SPARES + 1)
         self.initial = Membership({i: address(i) for i in voters})
@@ -416,6 +423,10 @@ class Simulation:
         self.max_commit = 0  # the highest commit index any node ever had
         self.proposed = 0
         self.next_command = 0
+        # Linearizable reads asked for and not yet answered: id -> (node id, the
+        # highest commit index any node had when it was asked).
+        self.reads: dict[int, tuple[int, int]] = {}
+        self.next_read = 0
         self.stats: Counter[str] = Counter()  # what the run actually exercised
         self._base_step: Callable[[], None] = self._deliver_or_tick  # set by _run
         for m in self.members.values():
@@ -468,6 +479,7 @@ class Simulation:
             (f.ticks, self._tick),
             (f.disk, self._flush_one),
             (4.0, self._propose),
+            (2.0, self._read),
             (f.partitions + f.crashes + f.heal, self._fault),
             (f.reconfig, self._reconfigure),
         )
@@ -626,6 +638,60 @@ class Simulation:
         if self.rng.random() < self.faults.batch:
             self._feed_more(m)
         self._drive(m)
+
+    def _read(self) -> None:
+        """A client asks whoever believes it leads for a linearizable read (ReadIndex)."""
+        live = self.live()
+        if not live:
+            return
+        leaders = [m for m in live if m.node is not None and m.node.role is Role.LEADER]
+        r = self.rng.random()
+        if leaders and r < 0.4:
+            # A leader a newer term may have deposed is where a stale read would come from.
+            m = min(leaders, key=lambda each: each.node.term if each.node else 0)
+        else:
+            m = self.rng.choice(leaders if leaders and r < 0.9 else live)
+        node = m.node
+        assert node is not None
+        read_id = self.next_read
+        self.next_read += 1
+        # Every write acknowledged so far is committed at or below this.
+        floor = max(self.max_commit, *(n.node.commit for n in live if n.node is not None))
+        try:
+            node.read_index(read_id)
+        except NotLeaderError:
+            if node.role is Role.LEADER:
+                raise self.fail(f"leader {m.id} refused a read") from None
+            return
+        if node.role is not Role.LEADER:
+            raise self.fail(f"node {m.id} took a read as {node.role}")
+        self.reads[read_id] = (m.id, floor)
+        self.event("read", (m.id, read_id, floor, node.commit))
+        self._drive(m)
+
+    def _check_reads(self, m: Member, ready: Ready) -> None:
+        """Reads a node says are safe must see every write acknowledged before they were asked."""
+        for read_id, index in ready.reads:
+            asked = self.reads.pop(read_id, None)
+            if asked is None or asked[0] != m.id:
+                raise self.fail(f"node {m.id}: answered read {read_id}, asked as {asked}")
+            if index < asked[1]:
+                raise self.fail(f"node {m.id}: stale read {read_id} at index {index}: index "
+                                f"{asked[1]} was committed before it was asked")
+            if index > self.max_commit and index > (m.node.commit if m.node else 0):
+                raise self.fail(f"node {m.id}: read {read_id} at uncommitted index {index}")
+            self.event("read-ok", (m.id, read_id, index))
+        for read_id in ready.dropped_reads:
+            asked = self.reads.pop(read_id, None)
+            if asked is None or asked[0] != m.id:
+                raise self.fail(f"node {m.id}: dropped read {read_id}, asked as {asked}")
+            self.event("read-dropped", (m.id, read_id))
+
+    def _forget_reads(self, m: Member) -> None:
+        """A crashed or stopped node answers none of the reads it was asked."""
+        for read_id in [r for r, (node_id, _) in self.reads.items() if node_id == m.id]:
+            del self.reads[read_id]
+            self.stats["read-lost"] += 1
 
     # ------------------------------------------------------------ membership
 
@@ -925,6 +991,7 @@ class Simulation:
         if any(t.src == m.id and t.src_life == m.life for t in self.transfers):
             self.event("crash-stream", m.id)  # a leader dies while streaming
         m.node = None
+        self._forget_reads(m)
         m.pending.clear()  # writes not yet durable vanish, with their held messages
         m.snap_writes.clear()  # and so do snapshot files not yet durable
         m.applied = []
@@ -1224,6 +1291,8 @@ class Simulation:
             if node.has_ready():
                 raise self.fail(f"node {m.id}: has_ready() still true right after ready()")
             self._check_ready_membership(m, ready, was_leader)
+            if ready.reads or ready.dropped_reads:
+                self._check_reads(m, ready)
             for msg in ready.messages:
                 if isinstance(msg, InstallSnapshot):
                     self._start_transfer(m, msg)
@@ -1231,8 +1300,9 @@ class Simulation:
                 if isinstance(msg, TimeoutNow):
                     self._check_timeout_now(m, msg)
                 if (
-                    isinstance(msg, RequestVote)
-                    or (isinstance(msg, RequestVoteResponse) and msg.granted)
+                    # A pre-vote asks and grants nothing durable.
+                    (isinstance(msg, RequestVote) and not msg.pre_vote)
+                    or (isinstance(msg, RequestVoteResponse) and msg.granted and not msg.pre_vote)
                     or (isinstance(msg, AppendEntriesResponse) and msg.success)
                 ):
                     raise self.fail(f"node {m.id}: durability claim sent unpersisted: {msg}")
@@ -1358,6 +1428,7 @@ class Simulation:
         self.event("removed", (m.id, node.term, node.commit, len(m.pending)))
         self._check_node(m)
         m.node = None
+        self._forget_reads(m)
         m.stopped = True
         m.pending.clear()
         m.snap_writes.clear()
@@ -1587,7 +1658,8 @@ class Simulation:
         assert node is not None
         if node.commit > self.max_commit:
             self.max_commit = node.commit
-        if node.role is Role.CANDIDATE and not self._may_campaign(node, node.config_index):
+        if (node.role in (Role.CANDIDATE, Role.PRE_CANDIDATE)
+                and not self._may_campaign(node, node.config_index)):
             raise self.fail(f"node {m.id}: candidate in term {node.term}, yet not a voter of "
                             f"its configuration {node.membership}")
         if node.role is Role.LEADER:
@@ -1800,6 +1872,7 @@ class Simulation:
             if lead is not None:
                 self.full_check()
                 self._final_check(lead)
+                self._final_read(lead)
                 return
         states = [
             (m.id, m.node.role.value, m.node.term, m.node.commit, m.node.log.last_index,
@@ -1828,6 +1901,22 @@ class Simulation:
             elif not any(m.pending or m.snap_writes for m in members):
                 return
         raise self.fail("livelock: messages keep flowing with no ticks")
+
+    def _final_read(self, lead: RaftNode) -> None:
+        """Once healed, a read on the leader is answered within a few heartbeat rounds."""
+        read_id = self.next_read
+        self.next_read += 1
+        self.reads[read_id] = (lead.id, self.max_commit)
+        lead.read_index(read_id)
+        for _ in range(5 * self.config.election_ticks):
+            if read_id not in self.reads:
+                return
+            for m in self.members.values():
+                if m.node is not None:
+                    m.node.tick()
+                    self._drive(m)
+            self._drain()
+        raise self.fail(f"liveness: the healed leader {lead.id} never answered read {read_id}")
 
     def _converged(self) -> RaftNode | None:
         """The one leader, once every member of its (committed) configuration caught up."""

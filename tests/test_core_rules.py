@@ -7,14 +7,13 @@ disk, so each test states exactly which input produces which output.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
 from raft_trio.core import (
     AppendEntries,
     AppendEntriesResponse,
-    Config,
     Entry,
     EntryKind,
     HardState,
@@ -32,6 +31,14 @@ from raft_trio.core import (
     Role,
     SnapshotRef,
 )
+from raft_trio.core import Config as CoreConfig
+
+
+def Config(**settings: Any) -> CoreConfig:
+    """The paper's rules one at a time: PreVote and CheckQuorum (on by default)
+    change when and how elections start, and have tests of their own in
+    tests/test_prevote.py, so the rule tests here run without them."""
+    return CoreConfig(**{"pre_vote": False, "check_quorum": False, **settings})
 
 M = TypeVar("M")
 
@@ -1160,7 +1167,7 @@ def test_an_idle_leader_sends_its_log_to_a_member_it_just_added() -> None:
 def test_a_lone_voter_leads_only_once_its_term_is_durable() -> None:
     # Found by the membership simulation: elected by its own vote at once, it replicated
     # before its term was on disk, crashed, and led the same term again with other entries.
-    n = RaftNode(1, Membership({1: "a"}, {2: "b"}))
+    n = RaftNode(1, Membership({1: "a"}, {2: "b"}), config=Config())
     n.campaign()
     assert n.role is Role.LEADER
     with pytest.raises(NotLeaderError):
@@ -1179,7 +1186,7 @@ def test_a_voter_the_newest_uncommitted_change_removes_still_campaigns() -> None
     two = Membership({2: "b", 3: "c"})
     entries = [Entry(1, 1, EntryKind.CONFIG, two.encode()),
                Entry(2, 1, EntryKind.CONFIG, Membership({2: "b"}).encode())]
-    n = RaftNode(3, two, hard_state=HardState(1, None, 1), entries=entries)
+    n = RaftNode(3, two, hard_state=HardState(1, None, 1), entries=entries, config=Config())
     assert not n.is_voter
     n.campaign()
     assert n.role is Role.CANDIDATE

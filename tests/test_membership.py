@@ -10,7 +10,7 @@ message is built or pumped by the test: no network, no disk, no clock.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import cbor2
 import pytest
@@ -18,7 +18,6 @@ import pytest
 from raft_trio.core import (
     AppendEntries,
     AppendEntriesResponse,
-    Config,
     ConfigChangeError,
     Entry,
     EntryKind,
@@ -37,7 +36,15 @@ from raft_trio.core import (
     TimeoutNow,
     TransferInProgress,
 )
+from raft_trio.core import Config as CoreConfig
 from raft_trio.core.node import STALLED_ROUNDS_BEFORE_PROBE
+
+
+def Config(**settings: Any) -> CoreConfig:
+    """The paper's rules one at a time: PreVote and CheckQuorum (on by default)
+    change when and how elections start, and have tests of their own in
+    tests/test_prevote.py, so the rule tests here run without them."""
+    return CoreConfig(**{"pre_vote": False, "check_quorum": False, **settings})
 
 M = TypeVar("M")
 

@@ -40,17 +40,30 @@ class HardState(NamedTuple):
 
 class Role(enum.Enum):
     FOLLOWER = "follower"
+    # Asking whether it could win before disturbing anyone (PreVote, dissertation 9.6).
+    PRE_CANDIDATE = "pre-candidate"
     CANDIDATE = "candidate"
     LEADER = "leader"
 
 
 @dataclass(frozen=True, slots=True)
 class RequestVote:
+    """A vote request, or with `pre_vote` the question "would you vote for me?".
+
+    A pre-vote carries the term the candidate would campaign in, and changes
+    nothing on either side: a member cut off for a while learns that it
+    cannot win before it raises its term and deposes a healthy leader.
+    `transfer` marks a campaign the leader asked for (TimeoutNow): voters
+    grant it even while they still hear from that leader.
+    """
+
     term: int
     src: int
     dst: int
     last_log_index: int
     last_log_term: int
+    pre_vote: bool = False
+    transfer: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +72,7 @@ class RequestVoteResponse:
     src: int
     dst: int
     granted: bool
+    pre_vote: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,12 +109,18 @@ class AppendEntriesResponse:
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
-    """Leader liveness plus a commit index the follower is known to hold."""
+    """Leader liveness plus a commit index the follower is known to hold.
+
+    `round` numbers the leader's heartbeat rounds in its term; the answer
+    echoes it, and a majority answering round r proves that this member was
+    still their leader after round r began (ReadIndex, leases).
+    """
 
     term: int
     src: int
     dst: int
     commit: int
+    round: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +128,7 @@ class HeartbeatResponse:
     term: int
     src: int
     dst: int
+    round: int = 0
 
 
 @dataclass(frozen=True, slots=True)

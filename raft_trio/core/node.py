@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import random
 from bisect import bisect_right
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -107,6 +108,13 @@ class Config:
     # Ticks a leadership transfer may take before the leader gives up on it
     # and takes proposals again (default: one election timeout).
     transfer_ticks: int = 0
+    # Ask for pre-votes before raising the term (dissertation 9.6): a member
+    # that was cut off cannot depose a leader the others still follow.
+    pre_vote: bool = True
+    # A leader that has not heard from a majority for an election timeout
+    # steps down, and members that heard from their leader within one ignore
+    # vote requests; lease reads rely on both.
+    check_quorum: bool = True
 
     def __post_init__(self) -> None:
         if self.election_ticks <= self.heartbeat_ticks:
@@ -159,9 +167,36 @@ class Ready:
     membership: Membership | None = None
     # This member is not in the committed configuration: it should stop.
     removed: bool = False
+    # Reads asked for with read_index() that are now safe: (context, index),
+    # to be answered once the state machine has applied up to index.
+    reads: list[tuple[Any, int]] = field(default_factory=list)
+    # Contexts of reads this member can no longer confirm (it lost leadership).
+    dropped_reads: list[Any] = field(default_factory=list)
 
     def needs_persist(self) -> bool:
         return self.hard_state is not None or bool(self.entries) or self.snapshot is not None
+
+
+class _ReadState:
+    """A leader's ReadIndex bookkeeping for its term (dissertation 6.4)."""
+
+    __slots__ = ("acked", "blocked", "confirmed", "next", "ready", "round", "waiting")
+
+    def __init__(self) -> None:
+        # Heartbeat rounds started in this term, and the newest one a majority answered.
+        self.round = 0
+        self.confirmed = 0
+        self.acked: dict[int, int] = {}
+        # Waiting for the leader to commit an entry of its term.
+        self.blocked: list[Any] = []
+        # (context, read index) waiting for the next round to start.
+        self.next: list[tuple[Any, int]] = []
+        # (round, context, read index), rounds ascending.
+        self.waiting: deque[tuple[int, Any, int]] = deque()
+        self.ready: list[tuple[Any, int]] = []
+
+    def pending(self) -> list[Any]:
+        return [*self.blocked, *(c for c, _ in self.next), *(c for _, c, _ in self.waiting)]
 
 
 class RaftNode:
@@ -224,6 +259,14 @@ class RaftNode:
         self._installed: SnapshotRef | None = None
         self.transferee: int | None = None
         self._transfer_elapsed = 0
+        self._reads = _ReadState()
+        self._dropped_reads: list[Any] = []
+        # Leader only: voters heard from since the last quorum check, and ticks since it.
+        self._recent_active: set[int] = set()
+        self._quorum_elapsed = 0
+        # Leader only: no TimeoutNow sent in this term, so no voter was told to
+        # ignore the lease it granted us (lease reads need this).
+        self._lease_intact = True
         # A leader elected by its own vote alone: the index of its no-op until that is
         # durable (and with it the term). Until then it takes no proposals and sends
         # nothing but persisted messages, so that a crash cannot make it lead the same
@@ -297,22 +340,60 @@ class RaftNode:
                 if self._transfer_elapsed >= (self.config.transfer_ticks
                                               or self.config.election_ticks):
                     self.transferee = None  # gave up: take proposals again
+            self._quorum_elapsed += 1
+            if self._quorum_elapsed >= self.config.election_ticks:
+                self._quorum_elapsed = 0
+                if self.config.check_quorum and not self._heard_from_quorum():
+                    # Cut off from a majority, which may elect another leader once its
+                    # lease on us runs out: stop taking writes and serving reads.
+                    self._become_follower(self.term, None)
+                    return
+                self._recent_active.clear()
             return
         self.election_elapsed += 1
         if self.election_elapsed >= self.randomized_timeout:
             self.campaign()
 
-    def campaign(self) -> None:
+    def campaign(self, *, transfer: bool = False) -> None:
         """Start an election now (a timeout fired, or a test wants one).
 
         A voter campaigns, and so does a voter of the configuration that an
         uncommitted newest one replaced: until that entry commits the others
         may need it (dissertation 4.2.2, Figure 4.6). A learner, or a member
-        outside the configuration, waits for a leader to find it.
+        outside the configuration, waits for a leader to find it. With
+        pre-votes on, it first asks whether it could win; a campaign that the
+        leader asked for (`transfer`) skips that and the voters' lease.
         """
         if not self._may_campaign():
             self.election_elapsed = 0
+            # Not heard from a leader in an election timeout: no longer vouch for
+            # one, so that pre-votes of the members that may campaign are granted.
+            self.leader_id = None
             return
+        if self.config.pre_vote and not transfer:
+            self._pre_campaign()
+        else:
+            self._campaign(transfer)
+
+    def _pre_campaign(self) -> None:
+        self.role = Role.PRE_CANDIDATE
+        self.leader_id = None
+        self.election_elapsed = 0
+        self.randomized_timeout = self._draw_timeout()
+        self.progress = {}
+        self.votes = {self.id: True} if self.is_voter else {}
+        if self._tally() >= self.quorum:
+            self._campaign(transfer=False)
+            return
+        last_index, last_term = self.log.last_index, self.log.last_term
+        for peer in self.voters:
+            if peer != self.id:
+                # Nothing changed here, so nothing needs to be durable first.
+                self._messages.append(RequestVote(
+                    self.term + 1, self.id, peer, last_index, last_term, pre_vote=True
+                ))
+
+    def _campaign(self, transfer: bool) -> None:
         self.role = Role.CANDIDATE
         self.term += 1
         self.vote = self.id
@@ -330,9 +411,56 @@ class RaftNode:
             if peer == self.id:
                 continue
             # The vote for ourselves must be durable before anyone can count on this term.
-            self._persisted_messages.append(
-                RequestVote(self.term, self.id, peer, self.log.last_index, self.log.last_term)
-            )
+            self._persisted_messages.append(RequestVote(
+                self.term, self.id, peer, self.log.last_index, self.log.last_term,
+                transfer=transfer,
+            ))
+
+    def read_index(self, context: Any) -> None:
+        """Ask for a linearizable read (ReadIndex, dissertation 6.4).
+
+        Once this leader has confirmed, by a heartbeat round that a majority
+        answered, that it still led after the request arrived, `Ready.reads`
+        hands back (context, index): the read may be served from the state
+        machine once it has applied up to index. Reads that arrive while a
+        round is out wait for the next one, so one round confirms a whole
+        batch. If leadership is lost first, `Ready.dropped_reads` names the
+        context. Raises NotLeaderError on a member that is not the leader.
+        """
+        if self.role is not Role.LEADER:
+            raise NotLeaderError(self.leader_id)
+        reads = self._reads
+        if self.log.term(self.commit) != self.term:
+            # The commit index of a new leader may lag what earlier leaders
+            # committed; its first entry of this term settles that.
+            reads.blocked.append(context)
+            return
+        reads.next.append((context, self.commit))
+        if reads.confirmed >= reads.round:
+            self._start_round()
+
+    def lease_basis(self) -> tuple[int, int] | None:
+        """(heartbeat round, read index) for a lease read, or None if no lease applies.
+
+        The round is the newest a majority answered: no other leader can be
+        elected until an election timeout after its heartbeats arrived, since
+        members ignore vote requests that soon after hearing from a leader
+        (check_quorum). The driver knows when that round's heartbeats left and
+        so whether the lease still holds; that assumes clocks that run at about
+        the same rate (see lease_reads in the README). No lease without
+        check_quorum, before this leader committed an entry of its term, or
+        once it asked anyone to campaign (TimeoutNow) in this term.
+        """
+        if (
+            self.role is not Role.LEADER
+            or not self.config.check_quorum
+            or not self._lease_intact
+            or self.transferee is not None
+            or self._reads.confirmed == 0
+            or self.log.term(self.commit) != self.term
+        ):
+            return None
+        return self._reads.confirmed, self.commit
 
     def propose(self, datas: Sequence[bytes]) -> tuple[int, int]:
         """Append commands to the leader's log; returns (first index, term)."""
@@ -454,9 +582,22 @@ class RaftNode:
         # Anyone may lead or campaign (a member this one has not heard of yet may
         # have been added); only answers count by membership, further down.
         if msg.term > self.term:
-            from_leader = isinstance(msg, AppendEntries | Heartbeat | InstallSnapshot)
-            leader = msg.src if from_leader else None
-            self._become_follower(msg.term, leader)
+            if type(msg) is RequestVote and msg.pre_vote:
+                pass  # a question about a later term, answered without moving to it
+            elif type(msg) is RequestVoteResponse and msg.pre_vote and msg.granted:
+                pass  # a yes carries the term we would campaign in
+            elif (type(msg) is RequestVote and not msg.transfer
+                  and self.config.check_quorum and self._in_lease()):
+                # We heard from a leader within an election timeout: a member that
+                # wants an election now was cut off, and must not depose it
+                # (this is also what makes the leader's lease safe).
+                return
+            else:
+                from_leader = isinstance(msg, AppendEntries | Heartbeat | InstallSnapshot)
+                leader = msg.src if from_leader else None
+                self._become_follower(msg.term, leader)
+        if self.role is Role.LEADER and msg.term == self.term:
+            self._recent_active.add(msg.src)
         if isinstance(msg, AppendEntries):
             self._on_append(msg)
         elif isinstance(msg, AppendEntriesResponse):
@@ -485,6 +626,8 @@ class RaftNode:
             or self._membership_changed
             or (self._removed() and not self._removed_reported)
             or self.applied < self.commit
+            or bool(self._reads.ready)
+            or bool(self._dropped_reads)
             or (self.term, self.vote) != self._persisted_term_vote
             or self._soft_state() != self._last_soft
             or (self.role is Role.LEADER and self._any_append_due())
@@ -518,6 +661,12 @@ class RaftNode:
         if (self.term, self.vote) != self._persisted_term_vote:
             ready.hard_state = HardState(self.term, self.vote, self.commit)
             self._persisted_term_vote = (self.term, self.vote)
+        if self._reads.ready:
+            ready.reads = self._reads.ready
+            self._reads.ready = []
+        if self._dropped_reads:
+            ready.dropped_reads = self._dropped_reads
+            self._dropped_reads = []
         if self.applied < self.commit:
             upto = min(self.commit, self.applied + self.config.max_committed_per_ready)
             ready.committed = self.log.slice(self.applied + 1, upto + 1)
@@ -621,6 +770,15 @@ class RaftNode:
         self.votes = {}
         self.transferee = None
         self._unsaved_term_noop = 0
+        self._end_reads()
+        self._recent_active = set()
+
+    def _end_reads(self) -> None:
+        """Leadership is over: reads not yet confirmed never will be; confirmed ones stand."""
+        old = self._reads
+        self._dropped_reads.extend(old.pending())
+        self._reads = _ReadState()
+        self._reads.ready = old.ready
 
     def _become_leader(self) -> None:
         self.role = Role.LEADER
@@ -628,6 +786,10 @@ class RaftNode:
         self.heartbeat_elapsed = 0
         self.votes = {}
         self.transferee = None
+        self._end_reads()
+        self._recent_active = set()
+        self._quorum_elapsed = 0
+        self._lease_intact = True
         next_index = self.log.last_index + 1
         self.progress = {p: Progress(next_index, self.config.max_inflight) for p in self.peers}
         # An entry of the new term lets earlier terms' entries commit (paper 5.4.2).
@@ -731,7 +893,7 @@ class RaftNode:
             self._messages.append(AppendEntriesResponse(
                 self.term, self.id, msg.src, False, 0, msg.commit, 0, last + 1
             ))
-        self._messages.append(HeartbeatResponse(self.term, self.id, msg.src))
+        self._messages.append(HeartbeatResponse(self.term, self.id, msg.src, msg.round))
 
     def _on_install_snapshot(self, msg: InstallSnapshot) -> None:
         if msg.term < self.term:
@@ -776,6 +938,16 @@ class RaftNode:
         )
 
     def _on_request_vote(self, msg: RequestVote) -> None:
+        if msg.pre_vote:
+            grant = (
+                msg.term > self.term
+                and not self._in_lease()
+                and self.log.is_up_to_date(msg.last_log_index, msg.last_log_term)
+            )
+            self._messages.append(RequestVoteResponse(
+                msg.term if grant else self.term, self.id, msg.src, grant, pre_vote=True
+            ))
+            return
         if msg.term < self.term:
             self._messages.append(RequestVoteResponse(self.term, self.id, msg.src, False))
             return
@@ -790,13 +962,20 @@ class RaftNode:
     # ------------------------------------------------------------- candidate
 
     def _on_vote_response(self, msg: RequestVoteResponse) -> None:
-        if self.role is not Role.CANDIDATE or msg.term != self.term:
+        if msg.pre_vote:
+            wanted_term = self.term + 1 if msg.granted else self.term
+            if self.role is not Role.PRE_CANDIDATE or msg.term != wanted_term:
+                return
+        elif self.role is not Role.CANDIDATE or msg.term != self.term:
             return
         if msg.src not in self._voter_set:
             return  # not a voter: its vote does not count
         self.votes[msg.src] = msg.granted
         if self._tally() >= self.quorum:
-            self._become_leader()
+            if self.role is Role.PRE_CANDIDATE:
+                self._campaign(transfer=False)
+            else:
+                self._become_leader()
         elif len(self.votes) - self._tally() > len(self.voters) - self.quorum:
             self._become_follower(self.term, None)
 
@@ -835,8 +1014,50 @@ class RaftNode:
             pr.sent(prev + len(entries))
 
     def _broadcast_heartbeat(self) -> None:
+        self._start_round()
+
+    def _start_round(self) -> None:
+        """Send a heartbeat round; the reads waiting for one ride on it."""
+        reads = self._reads
+        reads.round += 1
+        number = reads.round
+        term, commit, send = self.term, self.commit, self._messages.append
         for peer, pr in self.progress.items():
-            self._messages.append(Heartbeat(self.term, self.id, peer, min(pr.match, self.commit)))
+            send(Heartbeat(term, self.id, peer, min(pr.match, commit), number))
+        if reads.next:
+            reads.waiting.extend((number, context, index) for context, index in reads.next)
+            reads.next = []
+        self._update_confirmed()
+
+    def _update_confirmed(self) -> None:
+        """Note the newest round a majority of voters answered; release the reads it covers."""
+        reads = self._reads
+        voters = self._voter_set
+        acked = [reads.acked.get(v, 0) for v in voters if v != self.id]
+        if self.id in voters:
+            acked.append(reads.round)
+        acked.sort(reverse=True)
+        confirmed = acked[len(voters) // 2]
+        if confirmed <= reads.confirmed:
+            return
+        reads.confirmed = confirmed
+        waiting = reads.waiting
+        while waiting and waiting[0][0] <= confirmed:
+            _, context, index = waiting.popleft()
+            reads.ready.append((context, index))
+        if reads.next:
+            self._start_round()
+
+    def _heard_from_quorum(self) -> bool:
+        voters = self._voter_set
+        heard = len(self._recent_active & voters) + (self.id in voters)
+        return heard >= len(voters) // 2 + 1
+
+    def _in_lease(self) -> bool:
+        """Whether we heard from a leader within the minimum election timeout."""
+        if self.role is Role.LEADER:
+            return True
+        return self.leader_id is not None and self.election_elapsed < self.config.election_ticks
 
     def _on_heartbeat_response(self, msg: HeartbeatResponse) -> None:
         if self.role is not Role.LEADER or msg.term != self.term:
@@ -844,6 +1065,9 @@ class RaftNode:
         pr = self.progress.get(msg.src)
         if pr is None:
             return  # no longer a member
+        if msg.src in self._voter_set and msg.round > self._reads.acked.get(msg.src, 0):
+            self._reads.acked[msg.src] = msg.round
+            self._update_confirmed()
         if msg.src == self.transferee:
             self._maybe_timeout_now()
         departing = self._departing.get(msg.src)
@@ -914,10 +1138,11 @@ class RaftNode:
         pr = self.progress.get(target) if target is not None else None
         if target is not None and pr is not None and pr.match == self.log.last_index:
             self._messages.append(TimeoutNow(self.term, self.id, target))
+            self._lease_intact = False
 
     def _on_timeout_now(self, msg: TimeoutNow) -> None:
         if msg.term == self.term and msg.src == self.leader_id and self.role is Role.FOLLOWER:
-            self.campaign()
+            self.campaign(transfer=True)
 
     def _maybe_commit(self) -> None:
         voters = self._voter_set
@@ -933,9 +1158,15 @@ class RaftNode:
         # Figure 8: only an entry of the current term is committed by counting replicas.
         if candidate > self.commit and self.log.term(candidate) == self.term:
             self.commit = candidate
+            reads = self._reads
+            if reads.blocked:
+                reads.next.extend((context, candidate) for context in reads.blocked)
+                reads.blocked = []
+                if reads.confirmed >= reads.round:
+                    self._start_round()
             # Idle followers hear the new commit index now rather than at the next heartbeat.
             for peer, pr in self.progress.items():
                 if not pr.inflight and not pr.probing and pr.next > self.log.last_index:
-                    self._messages.append(
-                        Heartbeat(self.term, self.id, peer, min(pr.match, self.commit))
-                    )
+                    self._messages.append(Heartbeat(
+                        self.term, self.id, peer, min(pr.match, self.commit), self._reads.round
+                    ))
