@@ -19,7 +19,7 @@ import typer
 from raft_trio.client import cluster_status, connect, snapshot_member
 from raft_trio.errors import CommandError, RaftError, leaves
 from raft_trio.kv import KVStateMachine
-from raft_trio.server import RaftServer, SnapshotPolicy, Timing, parse_address
+from raft_trio.server import READ_MODES, RaftServer, SnapshotPolicy, Timing, parse_address
 from raft_trio.storage import SnapshotCorruption, WALCorruption
 
 app = typer.Typer(
@@ -147,6 +147,14 @@ def serve(
         "--snapshot-trailing",
         help="Entries kept in the log behind a snapshot for followers that lag a little.",
     )] = _DEFAULT_SNAPSHOTS.trailing,
+    pre_vote: Annotated[bool, typer.Option(
+        "--pre-vote/--no-pre-vote",
+        help="Ask for pre-votes before starting an election, so that a member back from "
+             "a partition does not depose a working leader.")] = True,
+    check_quorum: Annotated[bool, typer.Option(
+        "--check-quorum/--no-check-quorum",
+        help="As leader, step down when a majority has not answered for an election "
+             "timeout; needed for lease reads.")] = True,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning.")] = "info",
 ) -> None:
     """Run one member of a cluster until Ctrl-C or SIGTERM."""
@@ -188,7 +196,8 @@ def serve(
         fail("--snapshot-entries, --snapshot-bytes, --snapshot-trailing and --promote-within "
              "must be >= 0", 2)
     _setup_logging(log_level)
-    timing = Timing(tick_interval=tick, election_ticks=election_ticks)
+    timing = Timing(tick_interval=tick, election_ticks=election_ticks, pre_vote=pre_vote,
+                    check_quorum=check_quorum)
     policy = SnapshotPolicy(entries=snapshot_entries, bytes=snapshot_bytes,
                             trailing=snapshot_trailing)
     server = RaftServer(node_id, members if join is None else {}, data_dir, KVStateMachine(),
@@ -258,13 +267,24 @@ def kv_set(
 
 
 @kv_app.command("get")
-def kv_get(key: str, cluster: ClusterOpt, timeout: TimeoutOpt = 10.0) -> None:
+def kv_get(
+    key: str,
+    cluster: ClusterOpt,
+    read: Annotated[str, typer.Option(
+        "--read",
+        help="linearizable (the leader confirms it still leads), lease (the leader answers "
+             "under its lease; assumes clocks that drift little) or stale (whichever member "
+             "answers, possibly behind).")] = "linearizable",
+    timeout: TimeoutOpt = 10.0,
+) -> None:
     """Print the value of KEY; exits 1 when the key is absent."""
 
     async def run() -> str | None:
         async with connect(_addresses(cluster), timeout=timeout) as client:
-            return await client.get(key)
+            return await client.get(key, mode=read)  # type: ignore[arg-type]
 
+    if read not in READ_MODES:
+        fail(f"--read must be one of {', '.join(READ_MODES)}", 2)
     _check_timeout(timeout)
     value = _run_client(run)
     if value is None:

@@ -15,7 +15,7 @@ import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import cbor2
 import trio
@@ -27,8 +27,10 @@ from raft_trio.errors import (
     NotLeader,
     RaftError,
 )
-from raft_trio.server import HELLO_CLIENT, parse_address
+from raft_trio.server import HELLO_CLIENT, READ_MODES, parse_address
 from raft_trio.transport import FrameError, FrameReader, send_frames
+
+ReadMode = Literal["linearizable", "lease", "stale"]
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_REQUEST_TIMEOUT = 5.0
@@ -110,9 +112,19 @@ class Client:
         _check_str(key=key, value=value)
         await self.propose([["set", key, value]])
 
-    async def get(self, key: str) -> str | None:
+    async def get(self, key: str, *, mode: ReadMode = "linearizable") -> str | None:
+        """The value of `key`, or None when absent.
+
+        mode "linearizable" (default) sees every write acknowledged before
+        the call; "lease" too, as long as members' clocks drift apart by no
+        more than the servers allow for; "stale" is answered by whichever
+        member the client is talking to and may miss recent writes.
+        """
         _check_str(key=key)
-        value = await self._request("get", key)
+        if mode not in READ_MODES:
+            raise ValueError(f"mode must be one of {', '.join(READ_MODES)}, not {mode!r}")
+        value = await (self._request("get", key) if mode == "linearizable"
+                       else self._request("get", key, mode))
         if value is not None and not isinstance(value, str):
             raise RaftError(f"unexpected value for {key!r}: {value!r:.80}")
         return value

@@ -49,6 +49,15 @@ class KVStateMachine:
             pass
         return ["error", f"bad command {command!r:.80}"]
 
+    def query(self, query: Any) -> Any:
+        """Answer a read-only query from the state as applied: ["get", key] -> value or None."""
+        if type(query) is list and len(query) == 2 and query[0] == "get":
+            try:
+                return self.data.get(query[1])
+            except TypeError:
+                pass  # an unhashable key: no such key
+            return None
+        return ["error", f"bad query {query!r:.80}"]
 
     def apply_batch(self, commands: list[Any]) -> list[Any]:
         """apply() over a run of commands, with the common `set` done inline."""

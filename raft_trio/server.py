@@ -12,6 +12,7 @@ Tasks, all children of the nursery opened by `RaftServer.serve`:
   then releases the messages that claimed durability;
 - applier: applies committed entries in order and wakes the proposers,
   restores snapshots from the leader and starts snapshots of its own;
+  readers wait for it to reach their read index, then query the state;
 - snapshot writers: a task per snapshot of its own, writing a captured state
   while the rest goes on;
 - listener: peers and clients on one port; a follower's inbound connection
@@ -106,6 +107,24 @@ class Timing:
     # Longest a send to one peer may take before the connection is dropped and
     # made again.
     send_timeout: float = 5.0
+    pre_vote: bool = True
+    check_quorum: bool = True
+    # How far apart members' clocks may run, as a fraction of elapsed time:
+    # a lease is that much shorter than the election timeout it relies on.
+    max_clock_drift: float = 0.1
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long after a heartbeat round leaves a majority's answers vouch for the leader.
+
+        A member ignores vote requests for `election_ticks` ticks after it
+        hears from its leader; its first tick may come at once, so count one
+        tick fewer, and shrink that by the clock drift allowed.
+        """
+        return (self.election_ticks - 1) * self.tick_interval * (1 - self.max_clock_drift)
+
+
+READ_MODES = ("linearizable", "lease", "stale")
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +256,22 @@ _TICK = object()
 _DURABLE = object()
 
 
+class _ReadWait:
+    """A read waiting for the leader to confirm it (ReadIndex)."""
+
+    __slots__ = ("done", "error", "index")
+
+    def __init__(self) -> None:
+        self.index = 0
+        self.error: RaftError | None = None
+        self.done = trio.Event()
+
+    def fail(self, error: RaftError) -> None:
+        if not self.done.is_set():
+            self.error = error
+            self.done.set()
+
+
 class RaftServer:
     def __init__(
         self,
@@ -323,6 +358,11 @@ class RaftServer:
         # leader's this way before any configuration names it.
         self._learned_addresses: dict[int, str] = {}
         self.removed = False
+        self._reads: set[_ReadWait] = set()
+        # When each heartbeat round (term, round) was first seen leaving: a lower
+        # bound on when followers heard it, which is where a lease starts.
+        self._round_sent: dict[tuple[int, int], float] = {}
+        self._last_round = (0, 0)
 
     # ------------------------------------------------------------ public API
 
@@ -413,6 +453,66 @@ class RaftServer:
         if proposal.error is not None:
             raise proposal.error
         return proposal.results
+
+    async def read(self, query: Any, *, mode: str = "linearizable") -> Any:
+        """Answer a read-only `query` from the state machine, without a log entry.
+
+        "linearizable" (ReadIndex): the leader confirms with a heartbeat round
+        that it still leads, waits until it has applied what was committed
+        when the read arrived, then answers; raises NotLeader elsewhere.
+        "lease": the leader answers without that round while a majority's
+        answers to a recent one vouch for it (needs check_quorum, and clocks
+        that drift apart by at most Timing.max_clock_drift); otherwise as
+        "linearizable". "stale": any member answers from what it has applied,
+        which may miss recent writes. A state machine without `query` can
+        only be read through the log (propose).
+        """
+        if mode not in READ_MODES:
+            raise CommandError(f"unknown read mode {mode!r}: use one of {', '.join(READ_MODES)}")
+        query_state = getattr(self.state_machine, "query", None)
+        if query_state is None:
+            raise CommandError("this state machine has no query(): read through propose()")
+        self._check_running()
+        if mode != "stale":
+            index = self._lease_index() if mode == "lease" else None
+            if index is None:
+                index = await self._read_index()
+            await self.wait_applied(index)
+        return query_state(query)
+
+    def _lease_index(self) -> int | None:
+        """The read index under a lease still in force, or None."""
+        node = self.node
+        basis = node.lease_basis() if node is not None else None
+        if node is None or basis is None:
+            return None
+        confirmed, index = basis
+        term = node.term
+        started = max((at for (t, r), at in self._round_sent.items()
+                       if t == term and r <= confirmed), default=None)
+        if started is None or trio.current_time() >= started + self.timing.lease_seconds:
+            return None
+        return index
+
+    async def _read_index(self) -> int:
+        if self._inbox_send is None:
+            raise RaftError("the server is not running: use nursery.start(server.serve) first")
+        node = self.node
+        if node is not None and node.role is not Role.LEADER:
+            raise self._not_leader(node.leader_id)  # spare the node loop a round trip
+        wait = _ReadWait()
+        self._reads.add(wait)
+        try:
+            try:
+                await self._inbox_send.send(("read", wait))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                raise RaftError("the server shut down before the read was confirmed") from None
+            await wait.done.wait()
+        finally:
+            self._reads.discard(wait)
+        if wait.error is not None:
+            raise wait.error
+        return wait.index
 
     async def wait_applied(self, index: int) -> None:
         while self.last_applied < index:
@@ -583,6 +683,8 @@ class RaftServer:
             heartbeat_ticks=t.heartbeat_ticks,
             max_append_entries=t.max_append_entries,
             max_inflight=t.max_inflight,
+            pre_vote=t.pre_vote,
+            check_quorum=t.check_quorum,
         )
         try:
             self.node = RaftNode(
@@ -635,6 +737,8 @@ class RaftServer:
                     item[2].fail(shut_down)
             inbox_recv.close()
             self._fail_pending(shut_down)
+            for wait in list(self._reads):
+                wait.fail(RaftError("the server shut down before the read was confirmed"))
             self._applied_event.set()
             self._leader_event.set()
             self._snapshot_event.set()
@@ -755,7 +859,12 @@ class RaftServer:
             pass  # a wake-up only: the loop reads self._durable after draining
         elif isinstance(item, tuple):
             kind = item[0]
-            if kind == "propose":
+            if kind == "read":
+                try:
+                    node.read_index(item[1])
+                except NotLeaderError as exc:
+                    item[1].fail(self._not_leader(exc.leader_id))
+            elif kind == "propose":
                 _, datas, proposal = item
                 try:
                     first, term = node.propose(datas)
@@ -840,6 +949,11 @@ class RaftServer:
                 # The handover is over (done or abandoned): proposals held meanwhile
                 # go to the core now, or fail with a redirect to the new leader.
                 self._release_held(node)
+        if ready.reads or ready.dropped_reads:
+            self._settle_reads(node, ready)
+        heartbeat_round = node.heartbeat_round
+        if heartbeat_round != self._last_round:
+            self._note_round(heartbeat_round)
         if ready.membership is not None:
             log.info("member %d: configuration now %s", self.id, ready.membership)
             self._sync_replicators()
@@ -872,6 +986,25 @@ class RaftServer:
                                      snapshot=ready.snapshot))
         if ready.committed:
             await applier.send(ready.committed)
+
+    def _settle_reads(self, node: RaftNode, ready: Ready) -> None:
+        for wait, index in ready.reads:
+            wait.index = index
+            wait.done.set()
+        if ready.dropped_reads:
+            lost = self._not_leader(node.leader_id)
+            for wait in ready.dropped_reads:
+                wait.fail(lost)
+
+    def _note_round(self, heartbeat_round: tuple[int, int]) -> None:
+        """A heartbeat round is leaving now: remember when, for leases."""
+        self._last_round = heartbeat_round
+        sent = self._round_sent
+        if len(sent) >= 64:
+            # Only the newest confirmed round matters; keep a recent few.
+            for old in sorted(sent)[:32]:
+                del sent[old]
+        sent.setdefault(heartbeat_round, trio.current_time())
 
     def _route(self, messages: Sequence[Message | SnapshotAck]) -> None:
         outboxes = self._outboxes

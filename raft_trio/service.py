@@ -11,7 +11,10 @@ code is one of "not_leader" (extra: [leader_id, leader_address]), "lost",
 "bad_request", "internal".
 
 Ops: ["propose", [command, ...]] -> list of results;
-["get", key] -> value or None (read through the log, so linearizable);
+["get", key, mode] -> value or None, where mode (optional) is
+"linearizable" (the default: ReadIndex on the leader, others redirect),
+"lease" (the leader answers under its lease) or "stale" (any member answers
+from what it has applied);
 ["status"] -> dict; ["log", start, count] -> [[index, term, kind, data], ...]
 (only what the log still holds: entries a snapshot covers are gone);
 ["snapshot"] -> index of this member's newest snapshot, after taking one of
@@ -129,9 +132,10 @@ async def _execute(server: RaftServer, op: str, args: list[Any]) -> Any:
             raise BadRequest("propose takes one list of commands")
         return await server.propose_client_commands(args[0], decoded_from_cbor=True)
     if op == "get":
-        if len(args) != 1 or not isinstance(args[0], str):
-            raise BadRequest("get takes one string key")
-        return await server.propose(["get", args[0]])
+        if not 1 <= len(args) <= 2 or not all(isinstance(a, str) for a in args):
+            raise BadRequest("get takes a string key and optionally a read mode")
+        mode = args[1] if len(args) == 2 else "linearizable"
+        return await server.read(["get", args[0]], mode=mode)
     if op == "status":
         return server.status()
     if op == "log":

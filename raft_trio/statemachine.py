@@ -21,6 +21,10 @@ class StateMachine(Protocol):
 # results of applying each command in order; the server calls it for runs of
 # commands when present, to save a call per command on the hot path.
 
+# A state machine may also define `query(query) -> result`, answering a
+# read-only query from the state as applied so far without changing it: the
+# server's reads (linearizable, lease or stale) use it instead of a log entry.
+
 # A state machine may also define the snapshot pair, which log compaction
 # needs: without it the log can never be trimmed. Both stream through a file
 # object so that a large state is never held twice in memory:

@@ -340,6 +340,7 @@ def test_bad_arguments_give_a_short_error(tmp_path: Path) -> None:
          "--address"),
         (["members", "add", "4", "nowhere", "--cluster", member], 2, "host:port"),
         (["kv", "get", "k", "--cluster", "1=bad"], 2, "bad"),
+        (["kv", "get", "k", "--cluster", member, "--read", "eventual"], 2, "--read"),
         (["kv", "get", "k", "--cluster", member, "--timeout", "0"], 2, "--timeout"),
         (["status", "--cluster", f"127.0.0.1:{port}", "--timeout", "-1"], 2, "--timeout"),
         # Nothing listens there: the client gives up with a message.
@@ -473,14 +474,20 @@ def test_kv_commands(cluster: Cluster) -> None:
     assert ok(cas_match).strip() == "OK"
     assert "did not match" in short_error(cas_absent_again, 1)
 
-    (cas_mismatch, get_fresh, get_color) = raft_parallel([
+    (cas_mismatch, get_fresh, get_color, lease_color) = raft_parallel([
         ["kv", "cas", "color", "blue", "red", *c],
         ["kv", "get", "fresh", *c],
         ["kv", "get", "color", *c],  # green either way: the swap above cannot match
+        ["kv", "get", "color", "--read", "lease", *c],
     ])
     assert "did not match" in short_error(cas_mismatch, 1)
     assert ok(get_fresh).strip() == "first"
     assert ok(get_color).strip() == "green"
+    assert ok(lease_color).strip() == "green"
+    # A stale read from one member: it has "fresh" once it applied that far.
+    first_member = cluster.spec.split(",")[0].split("=")[1]
+    with_stale = raft("kv", "get", "fresh", "--read", "stale", "--cluster", first_member)
+    assert ok(with_stale).strip() == "first" or "not found" in short_error(with_stale, 1)
 
     # Delete: the key is gone, and deleting it again says so.
     assert ok(raft("kv", "del", "color", *c)).strip() == "OK"

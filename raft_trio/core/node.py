@@ -439,6 +439,11 @@ class RaftNode:
         if reads.confirmed >= reads.round:
             self._start_round()
 
+    @property
+    def heartbeat_round(self) -> tuple[int, int]:
+        """(term, number) of this leader's newest heartbeat round (number 0 off the lead)."""
+        return self.term, self._reads.round
+
     def lease_basis(self) -> tuple[int, int] | None:
         """(heartbeat round, read index) for a lease read, or None if no lease applies.
 

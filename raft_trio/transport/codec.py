@@ -79,6 +79,10 @@ class _Spec:
     fields: tuple[str, ...]
     wire_types: tuple[type, ...]
     entries_pos: int  # position of the entries field among the fields, or -1
+    # Fields added later have defaults: a message from a member that predates
+    # them arrives without them and gets the defaults.
+    required: int
+    defaults: tuple[Any, ...]
 
 
 def _build_specs() -> tuple[
@@ -92,9 +96,13 @@ def _build_specs() -> tuple[
         # Failing at import makes a new message field impossible to forget here.
         wire_types = tuple(_WIRE_TYPES[hints[name]] for name in names)
         entries_pos = names.index("entries") if "entries" in names else -1
+        defaults = tuple(
+            f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING
+        )
         # attrgetter with several names returns a tuple, all in C.
         encoders[cls] = (tag, attrgetter(*names))
-        specs[tag] = _Spec(cls, cls.__name__, names, wire_types, entries_pos)
+        specs[tag] = _Spec(cls, cls.__name__, names, wire_types, entries_pos,
+                           len(names) - len(defaults), defaults)
     return encoders, specs
 
 
@@ -133,7 +141,9 @@ def decode_message(payload: bytes) -> PeerMessage:
         raise CodecError(f"unknown message tag {tag}")
     values = raw[1:]
     if len(values) != len(spec.fields):
-        raise CodecError(f"{spec.name}: expected {len(spec.fields)} fields, got {len(values)}")
+        if not spec.required <= len(values) < len(spec.fields):
+            raise CodecError(f"{spec.name}: expected {len(spec.fields)} fields, got {len(values)}")
+        values += spec.defaults[len(values) - spec.required:]
     if tuple(map(type, values)) != spec.wire_types:
         raise CodecError(_explain_fields(spec, values))
     if spec.entries_pos >= 0:

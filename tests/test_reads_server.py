@@ -1,0 +1,170 @@
+"""Reads over loopback: ReadIndex on the leader, lease reads, stale reads, redirects."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import trio
+from test_server import FAST, _heal, _isolate, leader_of
+
+import raft_trio
+from raft_trio import NotLeader, RaftServer, Role, Timing
+from raft_trio.errors import CommandError
+from stress.cluster import InProcessCluster, free_ports
+
+
+async def _cluster(tmp_path: Path, timing: Timing) -> AsyncIterator[InProcessCluster]:
+    members = {i + 1: f"127.0.0.1:{p}" for i, p in enumerate(free_ports(3))}
+    async with trio.open_nursery() as nursery:
+        harness = InProcessCluster(nursery, members, tmp_path, timing, "warning")
+        for node_id in members:
+            await harness.start(node_id)
+        yield harness
+        nursery.cancel_scope.cancel()
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[InProcessCluster]:
+    async for harness in _cluster(tmp_path, FAST):
+        yield harness
+
+
+@pytest.fixture
+async def cluster_without_check_quorum(tmp_path: Path) -> AsyncIterator[InProcessCluster]:
+    async for harness in _cluster(tmp_path, replace(FAST, check_quorum=False)):
+        yield harness
+
+
+def followers(cluster: InProcessCluster, leader: RaftServer) -> list[RaftServer]:
+    return [cluster.servers[i] for i in cluster.running() if i != leader.id]
+
+
+async def test_a_linearizable_read_sees_the_last_write_without_a_log_entry(
+    cluster: InProcessCluster,
+) -> None:
+    leader = await leader_of(cluster)
+    await leader.propose(["set", "k", "v1"])
+    last = leader.node.log.last_index  # type: ignore[union-attr]
+    assert await leader.read(["get", "k"]) == "v1"
+    assert await leader.read(["get", "absent"]) is None
+    assert leader.node.log.last_index == last  # type: ignore[union-attr]
+    with pytest.raises(NotLeader) as info:
+        await followers(cluster, leader)[0].read(["get", "k"])
+    assert info.value.leader_id == leader.id
+    with pytest.raises(CommandError, match="read mode"):
+        await leader.read(["get", "k"], mode="eventually")
+
+
+async def test_one_heartbeat_round_confirms_many_concurrent_reads(
+    cluster: InProcessCluster,
+) -> None:
+    leader = await leader_of(cluster)
+    await leader.propose(["set", "k", "v"])
+    node = leader.node
+    assert node is not None
+    results: list[object] = []
+
+    async def one() -> None:
+        results.append(await leader.read(["get", "k"]))
+
+    before = node.heartbeat_round[1]
+    async with trio.open_nursery() as nursery:
+        for _ in range(200):
+            nursery.start_soon(one)
+    assert results == ["v"] * 200
+    # Ticks add a round each (every 20 ms here); reads alone would add one or two.
+    rounds = node.heartbeat_round[1] - before
+    assert rounds < 50, rounds
+
+
+async def test_the_client_reads_through_redirects_and_in_every_mode(
+    cluster: InProcessCluster,
+) -> None:
+    leader = await leader_of(cluster)
+    follower = followers(cluster, leader)[0]
+    async with raft_trio.connect([follower.address], timeout=10) as client:
+        await client.set("k", "v")
+        assert await client.get("k") == "v"
+        assert await client.get("k", mode="lease") == "v"
+    # A stale read is answered by the member asked, leader or not.
+    await follower.wait_applied(leader.node.commit)  # type: ignore[union-attr]
+    async with raft_trio.connect([follower.address], timeout=10) as client:
+        assert await client.get("k", mode="stale") == "v"
+        with pytest.raises(ValueError, match="mode"):
+            await client.get("k", mode="sometimes")  # type: ignore[arg-type]
+
+
+async def test_a_stale_read_can_miss_writes_that_a_linearizable_one_sees(
+    cluster: InProcessCluster,
+) -> None:
+    leader = await leader_of(cluster)
+    follower = followers(cluster, leader)[0]
+    await leader.propose(["set", "k", "old"])
+    await follower.wait_applied(leader.node.commit)  # type: ignore[union-attr]
+    _isolate(cluster, follower.id)
+    try:
+        await leader.propose(["set", "k", "new"])
+        assert await leader.read(["get", "k"]) == "new"
+        assert await follower.read(["get", "k"], mode="stale") == "old"
+    finally:
+        _heal(cluster)
+
+
+async def test_a_lease_read_needs_no_round_and_expires_without_a_majority(
+    cluster: InProcessCluster,
+) -> None:
+    leader = await leader_of(cluster)
+    await leader.propose(["set", "k", "v"])
+    node = leader.node
+    assert node is not None
+    await trio.sleep(FAST.tick_interval * 3)  # a round answered since the write
+    assert leader._lease_index() is not None
+    before = node.heartbeat_round
+    assert await leader.read(["get", "k"], mode="lease") == "v"
+    assert node.heartbeat_round == before  # answered at once, no round of its own
+    for other in followers(cluster, leader):
+        _isolate(cluster, other.id)
+    try:
+        await trio.sleep(FAST.lease_seconds + FAST.tick_interval)
+        assert leader._lease_index() is None
+    finally:
+        _heal(cluster)
+
+
+async def test_a_deposed_leader_does_not_answer_a_linearizable_read(
+    cluster_without_check_quorum: InProcessCluster,
+) -> None:
+    # Without CheckQuorum the cut-off leader keeps believing it leads: only the
+    # ReadIndex round stands between it and a stale answer.
+    cluster = cluster_without_check_quorum
+    old = await leader_of(cluster)
+    await old.propose(["set", "k", "old"])
+    _isolate(cluster, old.id)
+    outcome: list[object] = []
+    try:
+        with trio.fail_after(10):
+            while True:
+                others = [s for s in followers(cluster, old) if s.role is Role.LEADER]
+                if others:
+                    break
+                await trio.sleep(0.02)
+        await others[0].propose(["set", "k", "new"])
+        assert old.role is Role.LEADER
+        async with trio.open_nursery() as nursery:
+
+            async def read_old() -> None:
+                try:
+                    outcome.append(await old.read(["get", "k"]))
+                except NotLeader as exc:
+                    outcome.append(exc)
+
+            nursery.start_soon(read_old)
+            await trio.sleep(FAST.tick_interval * FAST.election_ticks * 2)
+            assert outcome == []  # never confirmed while cut off
+            _heal(cluster)
+    finally:
+        _heal(cluster)
+    assert len(outcome) == 1 and isinstance(outcome[0], NotLeader)
