@@ -148,6 +148,10 @@ def serve(
         help="Entries kept in the log behind a snapshot for followers that lag a little.",
     )] = _DEFAULT_SNAPSHOTS.trailing,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning.")] = "info",
+    fault_injection: Annotated[bool, typer.Option(
+        "--fault-injection", hidden=True,
+        help="Let clients cut this member's links to chosen peers (for `raft-trio chaos`).",
+    )] = False,
 ) -> None:
     """Run one member of a cluster until Ctrl-C or SIGTERM."""
     members: dict[int, str] = {}
@@ -194,7 +198,7 @@ def serve(
     server = RaftServer(node_id, members if join is None else {}, data_dir, KVStateMachine(),
                         timing=timing, snapshots=policy, listen_host=listen_host,
                         address=address if join is not None else None,
-                        promote_within=promote_within)
+                        promote_within=promote_within, fault_injection=fault_injection)
     try:
         trio.run(_serve_until_signalled, server, join_addresses if join is not None else None)
     except Exception as exc:
