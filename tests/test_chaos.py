@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import trio
+from test_cli import ENV, RAFT, no_traceback, ok, raft_parallel, show, wait_for
 from test_server import FAST, kv, leader_of, wait_all_applied
 
 from raft_trio import Role
 from raft_trio.client import connect, set_member_faults
 from raft_trio.errors import RaftError
+from raft_trio.testing.linearizability import load_history
 from stress.cluster import InProcessCluster, free_ports
 
 
@@ -88,3 +94,112 @@ async def test_a_cut_member_gets_nothing_then_catches_up(faulty: InProcessCluste
         await wait_all_applied(faulty, new_leader.node.commit)  # type: ignore[union-attr]
     assert kv(cut_off) == kv(new_leader)
     assert kv(cut_off)["k199"] == "199" and kv(cut_off)["after"] == "2"
+
+
+# ------------------------------------------------------------- the command
+
+def _members_alive(data_dir: Path) -> list[str]:
+    """Command lines of live processes serving a member from `data_dir` (orphans, if any)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if "serve" in cmdline and str(data_dir) in cmdline and state != "Z":
+            found.append(cmdline)
+    return found
+
+
+class ChaosRun:
+    """`raft-trio chaos ...` in its own session, so that a failed test can stop it all."""
+
+    def __init__(self, root: Path, *args: str):
+        self.data_dir = root / "data"
+        self.history = root / "history.jsonl"
+        self.output = root / "output.txt"
+        self.args = ["chaos", "--data-dir", str(self.data_dir), "--history", str(self.history),
+                     *args]
+        with open(self.output, "w") as out:
+            self.proc = subprocess.Popen([*RAFT, *self.args], stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, env=ENV, text=True,
+                                         start_new_session=True)
+
+    def text(self) -> str:
+        return self.output.read_text()
+
+    def wait(self, timeout: float) -> subprocess.CompletedProcess[str]:
+        try:
+            self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        return subprocess.CompletedProcess(self.args, self.proc.returncode, self.text(), "")
+
+
+@pytest.mark.slow
+def test_chaos_passes_and_leaves_nothing_running(tmp_path: Path) -> None:
+    run = ChaosRun(tmp_path, "--duration", "30", "--clients", "5",
+                   "--nemesis", "kill,partition,pause", "--seed", "1")
+    proc = run.wait(timeout=300)
+    out = ok(proc)
+    assert "verdict: PASS" in out, show(proc)
+    assert "checker: linearizable" in out, show(proc)
+    assert "members' states equal: yes" in out, show(proc)
+    for kind in ("kill", "partition", "pause"):
+        assert re.search(rf"faults injected:.*\b{kind} [1-9]", out), show(proc)
+    assert re.search(r"leader changes: [1-9]", out), show(proc)
+    history = load_history(run.history)
+    assert len(history) > 100 and f"saved to {run.history}" in out
+    assert {o.op for o in history} >= {"get", "set", "cas"}
+    assert _members_alive(run.data_dir) == []
+    logs = "".join(p.read_text() for p in run.data_dir.glob("member-*.log"))
+    assert "fault injection: cut off from" in logs
+
+
+def test_chaos_interrupted_stops_every_member(tmp_path: Path) -> None:
+    run = ChaosRun(tmp_path, "--duration", "120", "--seed", "3")
+    try:
+        wait_for("the chaos to start", lambda: None if "chaos for" in run.text() else "not yet")
+        assert len(_members_alive(run.data_dir)) == 3, run.text()
+        # The runner alone, as if its process got the signal: it must stop its members.
+        run.proc.send_signal(signal.SIGINT)
+        proc = run.wait(timeout=60)
+    finally:
+        if run.proc.poll() is None:
+            os.killpg(run.proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, show(proc)
+    assert "interrupted" in proc.stdout, show(proc)
+    assert _members_alive(run.data_dir) == [], show(proc)
+
+
+def test_chaos_bad_arguments_give_one_line(tmp_path: Path) -> None:
+    used = tmp_path / "used"
+    (used / "member-1").mkdir(parents=True)
+    cases = [
+        (["--nemesis", "kill,flood"], "flood"),
+        (["--duration", "0"], "--duration"),
+        (["--nemesis", "partition", "--servers", "1"], "partition"),
+        (["--data-dir", str(used)], "--data-dir"),
+        (["--history", str(tmp_path)], "--history"),
+    ]
+    results = raft_parallel([["chaos", *args] for args, _ in cases])
+    for (_args, mention), proc in zip(cases, results, strict=True):
+        assert proc.returncode == 2, show(proc)
+        no_traceback(proc)
+        assert proc.stdout == "" and len(proc.stderr.strip().splitlines()) == 1, show(proc)
+        assert proc.stderr.startswith("error: ") and mention in proc.stderr, show(proc)
+
+
+def test_chaos_help_names_every_option() -> None:
+    chaos_help, serve_help = raft_parallel([["chaos", "--help"], ["serve", "--help"]])
+    out = ok(chaos_help)
+    for option in ("--duration", "--clients", "--nemesis", "--seed", "--servers", "--keys",
+                   "--data-dir", "--keep", "--history", "--tick", "--client-timeout"):
+        assert option in out, show(chaos_help)
+    # Only the chaos runner turns fault injection on; operators are not offered it.
+    assert "--fault-injection" not in ok(serve_help)
