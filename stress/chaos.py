@@ -483,7 +483,7 @@ class Chaos:
                             for i, d in sorted(dumps.items())))
             self.out.problems.append("the members' states differ")
         else:
-            self.out.states_detail = f"{len(items)} keys at applied index {applied}"
+            self.out.states_detail = f"{_count(len(items), 'key')} at applied index {applied}"
         self.say(f"converged: every member applied index {applied}")
 
 
@@ -606,6 +606,10 @@ async def _stop_all(cluster: ProcessCluster) -> None:
             nursery.start_soon(stop, node_id, proc)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def run_chaos(options: ChaosOptions) -> bool:
     """Run the whole thing and print the summary; True if it passed."""
     console = Console(highlight=False, soft_wrap=True)
@@ -614,8 +618,9 @@ def run_chaos(options: ChaosOptions) -> bool:
                 else options.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     console.print(
-        f"raft-trio chaos: {options.servers} members (processes), {options.clients} clients, "
-        f"{options.keys} keys, nemesis {','.join(options.nemesis) or 'none'}, "
+        f"raft-trio chaos: {_count(options.servers, 'member')} (processes), "
+        f"{_count(options.clients, 'client')}, {_count(options.keys, 'key')}, "
+        f"nemesis {','.join(options.nemesis) or 'none'}, "
         f"seed {options.seed}, {options.duration:g} s")
     console.print(f"member data and logs in {data_dir}")
     holder: list[ProcessCluster] = []

@@ -8,6 +8,7 @@ import signal
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -63,18 +64,18 @@ async def test_a_cut_member_gets_nothing_then_catches_up(faulty: InProcessCluste
         await client.set("before", "1")
         await wait_all_applied(faulty, leader.node.commit)  # type: ignore[union-attr]
         applied = cut_off.last_applied
-        received = cut_off.counters["messages_received"]
 
         # Each end alone cuts the link both ways: first only the victim's end...
         await set_member_faults(faulty.members[victim], others)
+        received = cut_off.counters["messages_received"]  # a heartbeat may beat the cut
         await client.set_many([(f"k{i}", str(i)) for i in range(100)])
         await trio.sleep(0.5)  # many heartbeat intervals and election timeouts
         assert cut_off.last_applied == applied
         assert cut_off.counters["messages_received"] == received
-        # ... then only the others' ends.
-        await set_member_faults(faulty.members[victim], [])
+        # ... then only the others' ends (cut before the victim's is healed).
         for other in others:
             await set_member_faults(faulty.members[other], [victim])
+        await set_member_faults(faulty.members[victim], [])
         await client.set_many([(f"k{i}", str(i)) for i in range(100, 200)])
         await trio.sleep(0.5)
         assert cut_off.last_applied == applied
@@ -203,3 +204,25 @@ def test_chaos_help_names_every_option() -> None:
         assert option in out, show(chaos_help)
     # Only the chaos runner turns fault injection on; operators are not offered it.
     assert "--fault-injection" not in ok(serve_help)
+
+
+def test_convergence_needs_one_leader_and_everything_applied() -> None:
+    from stress.chaos import _why_not_converged
+
+    def row(node_id: int, role: str = "follower", term: int = 3, leader: int | None = 1,
+            commit: int = 10, last: int = 10, applied: int = 10) -> dict[str, Any]:
+        return {"id": node_id, "role": role, "term": term, "leader": leader, "commit": commit,
+                "last_index": last, "applied": applied}
+
+    good = {1: row(1, "leader"), 2: row(2), 3: row(3)}
+    assert _why_not_converged(good) == ""
+    cases = [
+        ({**good, 1: row(1)}, "0 leaders"),
+        ({**good, 2: row(2, "leader", leader=2)}, "2 leaders"),
+        ({**good, 1: row(1, "leader", commit=9)}, "committed 9 of 10"),
+        ({**good, 3: {"id": 3, "role": "down", "error": "refused"}}, "member 3 is down"),
+        ({**good, 2: row(2, term=2)}, "member 2 is at term 2"),
+        ({**good, 3: row(3, applied=8)}, "member 3 applied 8 of 10"),
+    ]
+    for rows, reason in cases:
+        assert reason in _why_not_converged(rows)
