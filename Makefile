@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: stress test lint bench clean
+.PHONY: stress test lint bench chaos clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ $(DEV_STAMP): pyproject.toml | $(BIN)/python
 
 stress: $(STAMP)
 	$(BIN)/raft-trio stress --clients 8 --batch 100
+
+# 30 s of kills, partitions and pauses under concurrent clients, then the
+# linearizability check and a comparison of every member's state.
+chaos: $(STAMP)
+	$(BIN)/raft-trio chaos --duration 30 --clients 5 --nemesis kill,partition,pause --seed 1
 
 test: $(DEV_STAMP)
 	$(BIN)/python -m pytest -q

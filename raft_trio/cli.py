@@ -1,4 +1,4 @@
-"""The `raft-trio` command line: serve, kv, status, stress."""
+"""The `raft-trio` command line: serve, kv, status, members, snapshot, stress, chaos."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import gc
 import json
 import logging
 import math
+import random
 import signal
 import sys
 import tomllib
@@ -156,6 +157,10 @@ def serve(
         help="As leader, step down when a majority has not answered for an election "
              "timeout; needed for lease reads.")] = True,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning.")] = "info",
+    fault_injection: Annotated[bool, typer.Option(
+        "--fault-injection", hidden=True,
+        help="Let clients cut this member's links to chosen peers (for `raft-trio chaos`).",
+    )] = False,
 ) -> None:
     """Run one member of a cluster until Ctrl-C or SIGTERM."""
     members: dict[int, str] = {}
@@ -203,7 +208,7 @@ def serve(
     server = RaftServer(node_id, members if join is None else {}, data_dir, KVStateMachine(),
                         timing=timing, snapshots=policy, listen_host=listen_host,
                         address=address if join is not None else None,
-                        promote_within=promote_within)
+                        promote_within=promote_within, fault_injection=fault_injection)
     try:
         trio.run(_serve_until_signalled, server, join_addresses if join is not None else None)
     except Exception as exc:
@@ -601,6 +606,96 @@ def stress(
     )
     ok = run_stress(options)
     raise typer.Exit(0 if ok else 1)
+
+
+# ------------------------------------------------------------------- chaos
+
+NEMESES = ("kill", "partition", "pause")
+
+
+@app.command()
+def chaos(
+    duration: Annotated[float, typer.Option(
+        "--duration", help="Seconds of faults and client operations (start-up, healing and "
+                           "checking come on top).")] = 60.0,
+    clients: Annotated[int, typer.Option(
+        "--clients", help="Concurrent clients, each with its own connection.")] = 5,
+    nemesis: Annotated[str, typer.Option(
+        "--nemesis",
+        help="Faults to inject, comma-separated: kill (SIGKILL a member, restart it with its "
+             "data), partition (cut every link between two groups of members), pause "
+             "(SIGSTOP a member, then SIGCONT); or none.")] = "kill,partition,pause",
+    seed: Annotated[int | None, typer.Option(
+        "--seed", help="Seed for every random choice (default: a random one, printed); "
+                       "timing still differs from run to run.")] = None,
+    servers: Annotated[int, typer.Option("--servers", help="Members in the cluster.")] = 3,
+    keys: Annotated[int, typer.Option(
+        "--keys", help="Keys the clients share (few keys: more contention).")] = 3,
+    data_dir: Annotated[Path | None, typer.Option(
+        "--data-dir", help="Where members keep data and logs (default: a temp directory, "
+                           "removed after a passing run).")] = None,
+    keep: Annotated[bool, typer.Option(
+        "--keep", help="Keep the data directory even when the run passes.")] = False,
+    history: Annotated[Path | None, typer.Option(
+        "--history", help="Write the operation history (JSON lines) here (default: "
+                          "history.jsonl in the data directory when it is kept, else "
+                          "./chaos-history.jsonl).")] = None,
+    tick: Annotated[float, typer.Option(
+        "--tick", help="Members' seconds per timer tick; small, so that faults cause many "
+                       "elections.")] = 0.05,
+    election_ticks: Annotated[int, typer.Option(
+        "--election-ticks", help="Members' minimum election timeout, in ticks.")] = 10,
+    client_timeout: Annotated[float, typer.Option(
+        "--client-timeout", help="Seconds a client operation may take before its outcome "
+                                 "counts as unknown.")] = 3.0,
+    log_level: Annotated[str, typer.Option("--log-level", help="Member log level.")] = "info",
+) -> None:
+    """Run a cluster of processes under faults while clients read and write, then heal it,
+    check the history for linearizability and compare every member's state.
+
+    Exits 0 only if the history is linearizable and every member holds the same state.
+    """
+    from stress.chaos import ChaosOptions, run_chaos
+
+    chosen: list[str] = []
+    for name in (n.strip().lower() for n in nemesis.split(",") if n.strip()):
+        if name == "none":
+            continue
+        if name not in NEMESES:
+            fail(f"--nemesis: unknown fault {name!r}; choose from {', '.join(NEMESES)} or none",
+                 2)
+        if name not in chosen:
+            chosen.append(name)
+    for option, value in (("--duration", duration), ("--tick", tick),
+                          ("--client-timeout", client_timeout)):
+        if not math.isfinite(value) or value <= 0:
+            fail(f"{option} must be a positive number of seconds", 2)
+    if min(clients, servers, keys) < 1:
+        fail("--clients, --servers and --keys must be at least 1", 2)
+    if election_ticks < 2:
+        fail("--election-ticks must be at least 2", 2)
+    if "partition" in chosen and servers < 2:
+        fail("--nemesis partition needs --servers 2 or more", 2)
+    if data_dir is not None and data_dir.exists():
+        if not data_dir.is_dir():
+            fail(f"--data-dir {data_dir} is not a directory", 2)
+        if any(data_dir.glob("member-*")):
+            fail(f"--data-dir {data_dir} holds members' data already; give an empty or new one",
+                 2)
+    if history is not None and history.is_dir():
+        fail(f"--history {history} is a directory; give a file name", 2)
+    if seed is None:
+        seed = random.SystemRandom().randrange(1_000_000)
+    options = ChaosOptions(
+        duration=duration, clients=clients, nemesis=tuple(chosen), seed=seed, servers=servers,
+        keys=keys, data_dir=data_dir, keep=keep, history=history, tick=tick,
+        election_ticks=election_ticks, client_timeout=client_timeout, log_level=log_level,
+    )
+    try:
+        passed = run_chaos(options)
+    except KeyboardInterrupt:
+        fail("interrupted; every member was stopped", 130)
+    raise typer.Exit(0 if passed else 1)
 
 
 # A member keeps every log entry in memory as a small tuple. With the default

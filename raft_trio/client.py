@@ -346,6 +346,15 @@ async def read_member_state(
     return applied, items
 
 
+async def set_member_faults(
+    address: str, cut: Iterable[int], *, timeout: float = DEFAULT_REQUEST_TIMEOUT
+) -> list[int]:
+    """Have the member at `address` act cut off from the members `cut` (replacing the
+    set it had); it must run with fault injection on. Returns the set in force."""
+    result: list[int] = await _ask_member(address, timeout, "faults", sorted(cut))
+    return result
+
+
 def connect(
     addresses: Sequence[str] | str,
     *,
@@ -375,5 +384,6 @@ __all__ = [
     "member_status",
     "read_member_log",
     "read_member_state",
+    "set_member_faults",
     "snapshot_member",
 ]

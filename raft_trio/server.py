@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
@@ -286,11 +286,15 @@ class RaftServer:
         listen_host: str | None = None,
         address: str | None = None,
         promote_within: int = 1000,
+        fault_injection: bool = False,
     ):
         """`cluster` is the configuration a new cluster starts with (voters by id);
         once the log or a snapshot holds one, that one rules. A member joining an
         existing cluster passes an empty `cluster` and its own `address`, then
-        asks the leader to add it (`raft-trio members add`, or `serve --join`)."""
+        asks the leader to add it (`raft-trio members add`, or `serve --join`).
+
+        `fault_injection` lets clients cut this member off from chosen peers
+        (`set_faults`), for chaos testing; never turn it on in production."""
         if address is None:
             if node_id not in cluster:
                 raise ValueError(f"node id {node_id} is not in the cluster {sorted(cluster)}; "
@@ -363,6 +367,10 @@ class RaftServer:
         # bound on when followers heard it, which is where a lease starts.
         self._round_sent: dict[tuple[int, int], float] = {}
         self._last_round = (0, 0)
+        self.fault_injection = fault_injection
+        # Peers this member acts cut off from (fault injection only): nothing is
+        # sent to them and whatever they send is dropped.
+        self._cut: frozenset[int] = frozenset()
 
     # ------------------------------------------------------------ public API
 
@@ -409,6 +417,36 @@ class RaftServer:
             "progress": {peer: _describe_progress(pr) for peer, pr in node.progress.items()}
             if node else {},
         }
+
+    def set_faults(self, cut: Iterable[int]) -> list[int]:
+        """Act cut off from these peers (replacing the previous set) until told otherwise.
+
+        Only one direction of each link: cutting a link both ways takes telling
+        both ends. Refused unless the server was built with `fault_injection`.
+        """
+        if not self.fault_injection:
+            raise CommandError(f"member {self.id}: fault injection is off (serve "
+                               f"--fault-injection turns it on)")
+        new = frozenset(cut)
+        if new != self._cut:
+            log.info("member %d: fault injection: cut off from %s", self.id,
+                     ", ".join(map(str, sorted(new))) or "no member")
+            for peer in new - self._cut:
+                box = self._outboxes.get(peer)
+                if box is not None:
+                    # What was queued before the cut would otherwise still go out.
+                    if any(type(m) is InstallSnapshot for m in box.queue):
+                        self._report_snapshot_failed(peer)
+                    box.queue.clear()
+            self._cut = new
+            for peer in new:
+                acks = self._acks.get(peer)
+                if acks is not None:
+                    # A snapshot transfer waiting for this peer's acknowledgements
+                    # notices the cut now rather than after its ack timeout.
+                    acks.changed.set()
+                    acks.changed = trio.Event()
+        return sorted(new)
 
     def log_entries(self, start: int, count: int) -> list[Entry]:
         """Up to `count` entries of the in-memory log from index `start`."""
@@ -1008,9 +1046,10 @@ class RaftServer:
 
     def _route(self, messages: Sequence[Message | SnapshotAck]) -> None:
         outboxes = self._outboxes
+        cut = self._cut
         for msg in messages:
             box = outboxes.get(msg.dst)
-            if box is None or not box.connected:
+            if box is None or not box.connected or (cut and msg.dst in cut):
                 # Unreachable peer: Raft retries what matters, but a snapshot is
                 # only retried once the core hears it was not sent.
                 if type(msg) is InstallSnapshot:
@@ -1351,12 +1390,15 @@ class RaftServer:
                 log.info("member %d: sending the snapshot at index %d (%d bytes) to %d from "
                          "offset %d", self.id, meta.index, total, peer, start)
                 while acks.received < total:
+                    if peer in self._cut:
+                        return  # fault injection: the link is cut mid-transfer
                     if node is None or node.role is not Role.LEADER or node.term != request.term:
                         log.info("member %d: no longer leader of term %d; snapshot transfer to "
                                  "%d stopped", self.id, request.term, peer)
                         return
                     ahead = policy.window * policy.chunk_bytes
-                    while sent < total and sent - acks.received < ahead:
+                    while (sent < total and sent - acks.received < ahead
+                           and peer not in self._cut):
                         data = await trio.to_thread.run_sync(
                             os.pread, file.fileno(), policy.chunk_bytes, sent
                         )
@@ -1474,6 +1516,8 @@ class RaftServer:
         assert inbox is not None
         node_id = self.id
         async for frame in reader:
+            if peer in self._cut:
+                continue  # fault injection: as if the frame were lost on the way
             msg = decode_message(frame)
             if msg.dst != node_id or msg.src != peer:
                 raise CodecError(

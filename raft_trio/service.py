@@ -20,6 +20,9 @@ from what it has applied);
 ["snapshot"] -> index of this member's newest snapshot, after taking one of
 what it has applied; ["dump", position, count] -> [applied index, [[key,
 value], ...]]: a page of the state machine's contents, for checks.
+["faults", [id, ...]] -> the sorted ids: act cut off from these peers from
+now on (replacing the previous set; chaos testing only, refused with
+bad_request unless the member runs with fault injection on).
 
 Membership, answered by the leader (others redirect): ["members"] ->
 {"voters": {id: address}, "learners": {...}, "leader": id};
@@ -148,6 +151,11 @@ async def _execute(server: RaftServer, op: str, args: list[Any]) -> Any:
         if args:
             raise BadRequest("snapshot takes no arguments")
         return await server.take_snapshot()
+    if op == "faults":
+        if len(args) != 1 or not isinstance(args[0], list) or not all(
+                type(a) is int and a > 0 for a in args[0]):
+            raise BadRequest("faults takes one list of member ids")
+        return server.set_faults(args[0])
     if op in _MEMBERSHIP_OPS:
         return await _membership(server, op, args)
     if op == "dump":

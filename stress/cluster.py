@@ -34,8 +34,10 @@ class Cluster:
     """Common shape of the two harnesses: members by id, data under one directory."""
 
     def __init__(self, members: dict[int, str], data_dir: Path, timing: Timing, log_level: str,
-                 snapshots: SnapshotPolicy | None = None):
+                 snapshots: SnapshotPolicy | None = None, *, fault_injection: bool = False):
         self.members = members
+        # Members accept the "faults" op (cut links to chosen peers): for chaos runs.
+        self.fault_injection = fault_injection
         self.data_dir = data_dir
         self.timing = timing
         self.log_level = log_level
@@ -84,8 +86,8 @@ class Cluster:
 class InProcessCluster(Cluster):
     """Every member is a RaftServer in this process's trio loop."""
 
-    def __init__(self, nursery: trio.Nursery, *args: Any):
-        super().__init__(*args)
+    def __init__(self, nursery: trio.Nursery, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
         self.nursery = nursery
         self.scopes: dict[int, trio.CancelScope] = {}
         self.stopped: dict[int, trio.Event] = {}
@@ -101,7 +103,8 @@ class InProcessCluster(Cluster):
         joining = node_id in self.joiners
         server = RaftServer(node_id, {} if joining else self.bootstrap, self.member_dir(node_id),
                             KVStateMachine(), timing=self.timing, snapshots=self.snapshots,
-                            address=self.members[node_id] if joining else None)
+                            address=self.members[node_id] if joining else None,
+                            fault_injection=self.fault_injection)
         self.servers[node_id] = server
         done = self.stopped[node_id] = trio.Event()
         try:
@@ -125,8 +128,8 @@ class InProcessCluster(Cluster):
 class ProcessCluster(Cluster):
     """Every member is `python -m raft_trio serve` in its own process (uses every core)."""
 
-    def __init__(self, *args: Any):
-        super().__init__(*args)
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
         self.procs: dict[int, trio.Process] = {}
         self.rss: dict[int, int] = {}
 
@@ -147,6 +150,7 @@ class ProcessCluster(Cluster):
             "--snapshot-bytes", str(self.snapshots.bytes),
             "--snapshot-trailing", str(self.snapshots.trailing),
             "--log-level", self.log_level,
+            *(["--fault-injection"] if self.fault_injection else []),
         ]
 
     async def start(self, node_id: int) -> None:

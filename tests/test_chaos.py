@@ -1,0 +1,228 @@
+"""Fault injection (the "faults" op) and the `raft-trio chaos` command."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from test_cli import ENV, RAFT, no_traceback, ok, raft_parallel, show, wait_for
+from test_server import FAST, kv, leader_of, wait_all_applied
+
+from raft_trio import Role
+from raft_trio.client import connect, set_member_faults
+from raft_trio.errors import RaftError
+from raft_trio.testing.linearizability import load_history
+from stress.cluster import InProcessCluster, free_ports
+
+
+@pytest.fixture
+async def faulty(tmp_path: Path) -> AsyncIterator[InProcessCluster]:
+    """Three members that accept the faults op."""
+    members = {i + 1: f"127.0.0.1:{p}" for i, p in enumerate(free_ports(3))}
+    async with trio.open_nursery() as nursery:
+        harness = InProcessCluster(nursery, members, tmp_path, FAST, "warning",
+                                   fault_injection=True)
+        for node_id in members:
+            await harness.start(node_id)
+        yield harness
+        nursery.cancel_scope.cancel()
+
+
+async def test_faults_op_is_refused_without_fault_injection(tmp_path: Path) -> None:
+    members = {1: f"127.0.0.1:{free_ports(1)[0]}"}
+    async with trio.open_nursery() as nursery:
+        harness = InProcessCluster(nursery, members, tmp_path, FAST, "warning")
+        await harness.start(1)
+        with pytest.raises(RaftError, match="fault injection is off"):
+            await set_member_faults(members[1], [2])
+        nursery.cancel_scope.cancel()
+
+
+async def test_faults_op_checks_its_arguments(faulty: InProcessCluster) -> None:
+    address = faulty.members[1]
+    for bad in (["two"], [0], [-1]):
+        with pytest.raises(RaftError, match="list of member ids"):
+            await set_member_faults(address, bad)  # type: ignore[arg-type]
+    assert await set_member_faults(address, [3, 2]) == [2, 3]
+    assert await set_member_faults(address, []) == []
+
+
+async def test_a_cut_member_gets_nothing_then_catches_up(faulty: InProcessCluster) -> None:
+    leader = await leader_of(faulty)
+    term = leader.node.term  # type: ignore[union-attr]
+    victim = next(i for i in faulty.running() if i != leader.id)
+    others = [i for i in faulty.members if i != victim]
+    cut_off = faulty.servers[victim]
+    async with connect(list(faulty.members.values()), timeout=20) as client:
+        await client.set("before", "1")
+        await wait_all_applied(faulty, leader.node.commit)  # type: ignore[union-attr]
+        applied = cut_off.last_applied
+
+        # Each end alone cuts the link both ways: first only the victim's end...
+        await set_member_faults(faulty.members[victim], others)
+        received = cut_off.counters["messages_received"]  # a heartbeat may beat the cut
+        await client.set_many([(f"k{i}", str(i)) for i in range(100)])
+        await trio.sleep(0.5)  # many heartbeat intervals and election timeouts
+        assert cut_off.last_applied == applied
+        assert cut_off.counters["messages_received"] == received
+        # ... then only the others' ends (cut before the victim's is healed).
+        for other in others:
+            await set_member_faults(faulty.members[other], [victim])
+        await set_member_faults(faulty.members[victim], [])
+        await client.set_many([(f"k{i}", str(i)) for i in range(100, 200)])
+        await trio.sleep(0.5)
+        assert cut_off.last_applied == applied
+        assert cut_off.counters["messages_received"] == received
+        assert "k0" not in kv(cut_off)
+        # The victim campaigned all along, yet none of its RequestVotes arrived.
+        assert cut_off.node.term > term  # type: ignore[union-attr]
+        assert leader.node.term == term  # type: ignore[union-attr]
+        assert leader.role is Role.LEADER
+
+        for other in others:
+            await set_member_faults(faulty.members[other], [])
+        await client.set("after", "2")
+        # Whoever leads now (the victim's higher term may depose the leader)
+        # brings the victim up to date.
+        new_leader = await leader_of(faulty)
+        await wait_all_applied(faulty, new_leader.node.commit)  # type: ignore[union-attr]
+    assert kv(cut_off) == kv(new_leader)
+    assert kv(cut_off)["k199"] == "199" and kv(cut_off)["after"] == "2"
+
+
+# ------------------------------------------------------------- the command
+
+def _members_alive(data_dir: Path) -> list[str]:
+    """Command lines of live processes serving a member from `data_dir` (orphans, if any)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if "serve" in cmdline and str(data_dir) in cmdline and state != "Z":
+            found.append(cmdline)
+    return found
+
+
+class ChaosRun:
+    """`raft-trio chaos ...` in its own session, so that a failed test can stop it all."""
+
+    def __init__(self, root: Path, *args: str):
+        self.data_dir = root / "data"
+        self.history = root / "history.jsonl"
+        self.output = root / "output.txt"
+        self.args = ["chaos", "--data-dir", str(self.data_dir), "--history", str(self.history),
+                     *args]
+        with open(self.output, "w") as out:
+            self.proc = subprocess.Popen([*RAFT, *self.args], stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, env=ENV, text=True,
+                                         start_new_session=True)
+
+    def text(self) -> str:
+        return self.output.read_text()
+
+    def wait(self, timeout: float) -> subprocess.CompletedProcess[str]:
+        try:
+            self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        return subprocess.CompletedProcess(self.args, self.proc.returncode, self.text(), "")
+
+
+@pytest.mark.slow
+def test_chaos_passes_and_leaves_nothing_running(tmp_path: Path) -> None:
+    run = ChaosRun(tmp_path, "--duration", "30", "--clients", "5",
+                   "--nemesis", "kill,partition,pause", "--seed", "1")
+    proc = run.wait(timeout=300)
+    out = ok(proc)
+    assert "verdict: PASS" in out, show(proc)
+    assert "checker: linearizable" in out, show(proc)
+    assert "members' states equal: yes" in out, show(proc)
+    for kind in ("kill", "partition", "pause"):
+        assert re.search(rf"faults injected:.*\b{kind} [1-9]", out), show(proc)
+    assert re.search(r"leader changes: [1-9]", out), show(proc)
+    history = load_history(run.history)
+    assert len(history) > 100 and f"saved to {run.history}" in out
+    assert {o.op for o in history} >= {"get", "set", "cas"}
+    assert _members_alive(run.data_dir) == []
+    logs = "".join(p.read_text() for p in run.data_dir.glob("member-*.log"))
+    assert "fault injection: cut off from" in logs
+
+
+def test_chaos_interrupted_stops_every_member(tmp_path: Path) -> None:
+    run = ChaosRun(tmp_path, "--duration", "120", "--seed", "3")
+    try:
+        wait_for("the chaos to start", lambda: None if "chaos for" in run.text() else "not yet")
+        assert len(_members_alive(run.data_dir)) == 3, run.text()
+        # The runner alone, as if its process got the signal: it must stop its members.
+        run.proc.send_signal(signal.SIGINT)
+        proc = run.wait(timeout=60)
+    finally:
+        if run.proc.poll() is None:
+            os.killpg(run.proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, show(proc)
+    assert "interrupted" in proc.stdout, show(proc)
+    assert _members_alive(run.data_dir) == [], show(proc)
+
+
+def test_chaos_bad_arguments_give_one_line(tmp_path: Path) -> None:
+    used = tmp_path / "used"
+    (used / "member-1").mkdir(parents=True)
+    cases = [
+        (["--nemesis", "kill,flood"], "flood"),
+        (["--duration", "0"], "--duration"),
+        (["--nemesis", "partition", "--servers", "1"], "partition"),
+        (["--data-dir", str(used)], "--data-dir"),
+        (["--history", str(tmp_path)], "--history"),
+    ]
+    results = raft_parallel([["chaos", *args] for args, _ in cases])
+    for (_args, mention), proc in zip(cases, results, strict=True):
+        assert proc.returncode == 2, show(proc)
+        no_traceback(proc)
+        assert proc.stdout == "" and len(proc.stderr.strip().splitlines()) == 1, show(proc)
+        assert proc.stderr.startswith("error: ") and mention in proc.stderr, show(proc)
+
+
+def test_chaos_help_names_every_option() -> None:
+    chaos_help, serve_help = raft_parallel([["chaos", "--help"], ["serve", "--help"]])
+    out = ok(chaos_help)
+    for option in ("--duration", "--clients", "--nemesis", "--seed", "--servers", "--keys",
+                   "--data-dir", "--keep", "--history", "--tick", "--client-timeout"):
+        assert option in out, show(chaos_help)
+    # Only the chaos runner turns fault injection on; operators are not offered it.
+    assert "--fault-injection" not in ok(serve_help)
+
+
+def test_convergence_needs_one_leader_and_everything_applied() -> None:
+    from stress.chaos import _why_not_converged
+
+    def row(node_id: int, role: str = "follower", term: int = 3, leader: int | None = 1,
+            commit: int = 10, last: int = 10, applied: int = 10) -> dict[str, Any]:
+        return {"id": node_id, "role": role, "term": term, "leader": leader, "commit": commit,
+                "last_index": last, "applied": applied}
+
+    good = {1: row(1, "leader"), 2: row(2), 3: row(3)}
+    assert _why_not_converged(good) == ""
+    cases = [
+        ({**good, 1: row(1)}, "0 leaders"),
+        ({**good, 2: row(2, "leader", leader=2)}, "2 leaders"),
+        ({**good, 1: row(1, "leader", commit=9)}, "committed 9 of 10"),
+        ({**good, 3: {"id": 3, "role": "down", "error": "refused"}}, "member 3 is down"),
+        ({**good, 2: row(2, term=2)}, "member 2 is at term 2"),
+        ({**good, 3: row(3, applied=8)}, "member 3 applied 8 of 10"),
+    ]
+    for rows, reason in cases:
+        assert reason in _why_not_converged(rows)
