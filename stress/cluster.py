@@ -13,7 +13,7 @@ from typing import Any
 import trio
 
 from raft_trio.kv import KVStateMachine
-from raft_trio.server import RaftServer, SnapshotPolicy, Timing
+from raft_trio.server import DEFAULT_SESSION_EXPIRY, RaftServer, SnapshotPolicy, Timing
 
 
 def free_ports(count: int) -> list[int]:
@@ -34,12 +34,14 @@ class Cluster:
     """Common shape of the two harnesses: members by id, data under one directory."""
 
     def __init__(self, members: dict[int, str], data_dir: Path, timing: Timing, log_level: str,
-                 snapshots: SnapshotPolicy | None = None):
+                 snapshots: SnapshotPolicy | None = None, *,
+                 session_expiry: float = DEFAULT_SESSION_EXPIRY):
         self.members = members
         self.data_dir = data_dir
         self.timing = timing
         self.log_level = log_level
         self.snapshots = snapshots if snapshots is not None else SnapshotPolicy()
+        self.session_expiry = session_expiry
         # Members added to a running cluster: they start outside the configuration
         # and are added by the caller (or, as processes, join by themselves).
         self.joiners: set[int] = set()
@@ -84,8 +86,8 @@ class Cluster:
 class InProcessCluster(Cluster):
     """Every member is a RaftServer in this process's trio loop."""
 
-    def __init__(self, nursery: trio.Nursery, *args: Any):
-        super().__init__(*args)
+    def __init__(self, nursery: trio.Nursery, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
         self.nursery = nursery
         self.scopes: dict[int, trio.CancelScope] = {}
         self.stopped: dict[int, trio.Event] = {}
@@ -101,7 +103,8 @@ class InProcessCluster(Cluster):
         joining = node_id in self.joiners
         server = RaftServer(node_id, {} if joining else self.bootstrap, self.member_dir(node_id),
                             KVStateMachine(), timing=self.timing, snapshots=self.snapshots,
-                            address=self.members[node_id] if joining else None)
+                            address=self.members[node_id] if joining else None,
+                            session_expiry=self.session_expiry)
         self.servers[node_id] = server
         done = self.stopped[node_id] = trio.Event()
         try:
@@ -125,8 +128,8 @@ class InProcessCluster(Cluster):
 class ProcessCluster(Cluster):
     """Every member is `python -m raft_trio serve` in its own process (uses every core)."""
 
-    def __init__(self, *args: Any):
-        super().__init__(*args)
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
         self.procs: dict[int, trio.Process] = {}
         self.rss: dict[int, int] = {}
 
@@ -146,6 +149,7 @@ class ProcessCluster(Cluster):
             "--snapshot-entries", str(self.snapshots.entries),
             "--snapshot-bytes", str(self.snapshots.bytes),
             "--snapshot-trailing", str(self.snapshots.trailing),
+            "--session-expiry", str(self.session_expiry),
             "--log-level", self.log_level,
         ]
 
