@@ -12,7 +12,7 @@ import pytest
 
 from raft_trio import KVStateMachine, RaftServer
 from raft_trio.core import Entry, EntryKind
-from raft_trio.server import _decode_entries, _session_heads, decode_commands
+from raft_trio.server import _decode_entries, _session_heads, _split_sessions, decode_commands
 from raft_trio.sessions import SESSION_EXPIRED, STALE, Session, SessionTable
 
 
@@ -229,10 +229,9 @@ def test_session_entries_hold_one_cbor_item_each() -> None:
     entries = [*_session_entries(1, C, 3, [["set", "a", "1"], ["del", "a"]]),
                Entry(3, 1, EntryKind.SESSION_EXPIRY, cbor2.dumps([5, 6])),
                Entry(4, 1, EntryKind.NOOP, b"")]
-    decoded, kinds, clean = _decode_entries(entries)
+    decoded, clean = _decode_entries(entries, {e.kind for e in entries})
     assert clean and decoded == [[C, 3, 0, 1000, ["set", "a", "1"]],
                                  [C, 3, 1, 1000, ["del", "a"]], [5, 6], None]
-    assert kinds == {EntryKind.SESSION, EntryKind.SESSION_EXPIRY, EntryKind.NOOP}
     assert decode_commands(entries)[1] is False
 
 
@@ -272,23 +271,28 @@ def _apply_in_batches(tmp_path: Path, entries: list[Entry], cuts: list[int]
     bounds = [0, *sorted(cuts), len(entries)]
     for start, stop in itertools.pairwise(bounds):
         if start < stop:
-            results += server._apply_decoded(entries[start:stop], _decode_entries(
-                entries[start:stop])[0], sm.apply, sm.apply_batch)  # type: ignore[attr-defined]
+            results += server._apply_entries(entries[start:stop], sm.apply,
+                                             sm.apply_batch)  # type: ignore[attr-defined]
     return server, results
 
 
 @pytest.mark.parametrize("seed", range(10))
 def test_the_applier_gives_the_same_outcome_however_the_log_is_batched(
-    tmp_path: Path, seed: int
+    tmp_path: Path, seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rng = random.Random(seed)
     entries = _log_of_tries(rng)
     one_by_one, expected = _apply_in_batches(tmp_path, entries, list(range(1, len(entries))))
-    for cuts in ([], rng.sample(range(1, len(entries)), 5), rng.sample(range(1, len(entries)), 30)):
-        server, results = _apply_in_batches(tmp_path, entries, cuts)
-        assert results == expected
-        assert server.sessions == one_by_one.sessions
-        assert server.state_machine.data == one_by_one.state_machine.data  # type: ignore[attr-defined]
+    cuttings = [[], rng.sample(range(1, len(entries)), 5), rng.sample(range(1, len(entries)), 30)]
+    for slow in (False, True):
+        if slow:
+            # Without the shortcut for batches of SESSION entries alone.
+            monkeypatch.setattr("raft_trio.server._split_sessions", lambda datas: None)
+        for cuts in cuttings:
+            server, results = _apply_in_batches(tmp_path, entries, cuts)
+            assert results == expected
+            assert server.sessions == one_by_one.sessions
+            assert server.state_machine.data == one_by_one.state_machine.data  # type: ignore[attr-defined]
     # Each request's cas ran once: a second run would have answered False.
     cas_results = [r for e, r in zip(entries, expected, strict=True)
                    if e.kind == EntryKind.SESSION and cbor2.loads(e.data)[2] == 0]
@@ -304,3 +308,25 @@ def test_a_malformed_session_entry_gets_an_error_and_the_rest_go_on(tmp_path: Pa
     assert results[1][0] == "error" and "undecodable" in results[1][1]
     assert results[2] is None
     assert server.state_machine.data == {"a": "1"}  # type: ignore[attr-defined]
+
+
+def test_splitting_session_entries_decodes_only_their_commands() -> None:
+    entries = [*_session_entries(1, C, 3, [["set", f"k{i}", "v"] for i in range(30)]),
+               *_session_entries(31, C, 3, [["set", "x", "y"]] * 3),  # a retry, cut short
+               *_session_entries(34, 5, 1, [["del", "k"]], stamp=2000)]
+    datas = [e.data for e in entries]
+    split = _split_sessions(datas)
+    assert split is not None
+    runs, commands = split
+    assert runs == [(0, C, 3, 0, 1000), (30, C, 3, 0, 1000), (33, 5, 1, 0, 2000)]
+    assert commands == [cbor2.loads(d)[4] for d in datas]
+    # Starting mid-request, across the positions where their encoding grows.
+    assert _split_sessions(datas[20:26]) == ([(0, C, 3, 20, 1000)],
+                                             [["set", f"k{i}", "v"] for i in range(20, 26)])
+    # Anything not as the server writes it is left to the whole decode.
+    assert _split_sessions([cbor2.dumps([C, 3, 0, 1000])]) is None
+    assert _split_sessions([datas[0], datas[0][:-1]]) is None
+    assert _split_sessions([cbor2.dumps([C, 3, 1 << 40, 1000, 1])]) is None
+    noncanonical = b"\x85\x19\x00\x05" + datas[-1][2:]  # client 5 in three bytes
+    assert cbor2.loads(noncanonical)[0] == 5
+    assert _split_sessions([noncanonical]) is None
