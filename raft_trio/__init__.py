@@ -8,6 +8,8 @@ from raft_trio.errors import (
     LeadershipLost,
     NotLeader,
     RaftError,
+    SessionExpired,
+    StaleRequest,
 )
 from raft_trio.kv import KVStateMachine
 from raft_trio.server import RaftServer, SnapshotPolicy, Timing
@@ -25,7 +27,9 @@ __all__ = [
     "RaftError",
     "RaftServer",
     "Role",
+    "SessionExpired",
     "SnapshotPolicy",
+    "StaleRequest",
     "StateMachine",
     "Timing",
     "connect",

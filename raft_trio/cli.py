@@ -20,7 +20,14 @@ import typer
 from raft_trio.client import cluster_status, connect, snapshot_member
 from raft_trio.errors import CommandError, RaftError, leaves
 from raft_trio.kv import KVStateMachine
-from raft_trio.server import READ_MODES, RaftServer, SnapshotPolicy, Timing, parse_address
+from raft_trio.server import (
+    DEFAULT_SESSION_EXPIRY,
+    READ_MODES,
+    RaftServer,
+    SnapshotPolicy,
+    Timing,
+    parse_address,
+)
 from raft_trio.storage import SnapshotCorruption, WALCorruption
 
 app = typer.Typer(
@@ -156,6 +163,11 @@ def serve(
         "--check-quorum/--no-check-quorum",
         help="As leader, step down when a majority has not answered for an election "
              "timeout; needed for lease reads.")] = True,
+    session_expiry: Annotated[float, typer.Option(
+        "--session-expiry",
+        help="As leader, expire client sessions idle for this many seconds (0: never); a "
+             "client that retries a request after that gets an error.",
+    )] = DEFAULT_SESSION_EXPIRY,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning.")] = "info",
     fault_injection: Annotated[bool, typer.Option(
         "--fault-injection", hidden=True,
@@ -200,6 +212,8 @@ def serve(
     if min(snapshot_entries, snapshot_bytes, snapshot_trailing, promote_within) < 0:
         fail("--snapshot-entries, --snapshot-bytes, --snapshot-trailing and --promote-within "
              "must be >= 0", 2)
+    if not (math.isfinite(session_expiry) and session_expiry >= 0):
+        fail("--session-expiry must be a number of seconds >= 0", 2)
     _setup_logging(log_level)
     timing = Timing(tick_interval=tick, election_ticks=election_ticks, pre_vote=pre_vote,
                     check_quorum=check_quorum)
@@ -208,7 +222,8 @@ def serve(
     server = RaftServer(node_id, members if join is None else {}, data_dir, KVStateMachine(),
                         timing=timing, snapshots=policy, listen_host=listen_host,
                         address=address if join is not None else None,
-                        promote_within=promote_within, fault_injection=fault_injection)
+                        promote_within=promote_within, fault_injection=fault_injection,
+                        session_expiry=session_expiry)
     try:
         trio.run(_serve_until_signalled, server, join_addresses if join is not None else None)
     except Exception as exc:

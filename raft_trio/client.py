@@ -4,15 +4,22 @@
         await kv.set("k", "v")
         assert await kv.get("k") == "v"
 
-A write retried after a lost connection may apply twice (client sessions,
-which make retries exactly-once, are a later step); a write whose entry was
-overwritten by a new leader is known not to have applied and is retried.
+Writes are exactly-once: each Client is a session (a random 63-bit id,
+made on its first write) and numbers its write requests; a request that
+times out, loses its connection or has its entries cut by a new leader is
+sent again, identical, until the deadline, and the cluster applies each
+command of it once and answers a repeat with the first results
+(raft_trio.sessions). If the cluster no longer holds the session (it expired
+after the server's --session-expiry idle time) a request not sent before
+starts a new session; one that was sent before raises SessionExpired, since
+whether it applied is unknown.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal
@@ -26,6 +33,8 @@ from raft_trio.errors import (
     LeadershipLost,
     NotLeader,
     RaftError,
+    SessionExpired,
+    StaleRequest,
 )
 from raft_trio.server import HELLO_CLIENT, READ_MODES, parse_address
 from raft_trio.transport import FrameError, FrameReader, send_frames
@@ -73,6 +82,17 @@ class _Connection:
         await trio.aclose_forcefully(self.stream)
 
 
+class _Sent:
+    """Whether the tries of one request so far may have reached a leader."""
+
+    __slots__ = ("any", "before_last")
+
+    def __init__(self) -> None:
+        self.any = False
+        # As of before the latest try.
+        self.before_last = False
+
+
 class Client:
     def __init__(
         self,
@@ -91,6 +111,9 @@ class Client:
         self._target = 0
         self._conn: _Connection | None = None
         self._lock = trio.Lock()
+        # The session: made on the first write, and again if the cluster lost it.
+        self.client_id: int | None = None
+        self._seq = 0
 
     async def __aenter__(self) -> Client:
         return self
@@ -153,26 +176,64 @@ class Client:
         await self.propose(commands)
 
     async def propose(self, commands: Sequence[Any]) -> list[Any]:
-        """Replicate raw state-machine commands; returns their results in order."""
+        """Replicate raw state-machine commands, exactly once; returns their results in order."""
         commands = list(commands)
-        results: list[Any] = []
+        if not commands:
+            return []
         deadline = trio.current_time() + self.timeout
-        while True:
-            try:
-                results += await self._request("propose", commands[len(results):])
-                break
-            except LeadershipLost as exc:
-                # Known not applied (past the applied prefix): proposing those again is safe.
-                results += exc.applied
-                if trio.current_time() >= deadline:
-                    raise ClusterUnavailable(
-                        f"leadership kept changing for {self.timeout:g}s: {exc}"
-                    ) from exc
+        # The whole request, retries included, holds the connection: a later
+        # request of this session overtaking a retry would make the retry stale.
+        results: list[Any] | None = None
+        with trio.move_on_at(deadline + 0.25):
+            async with self._lock:
+                results = await self._propose_locked(commands, deadline)
+        if results is None:
+            raise ClusterUnavailable(
+                f"no leader answered within {self.timeout:g}s "
+                f"(members {', '.join(self.addresses)}; other requests held the connection)"
+            )
         if not all(r is None for r in results):
             for result in results:
                 if isinstance(result, list) and len(result) == 2 and result[0] == "error":
                     raise CommandError(str(result[1]))
         return results
+
+    async def _propose_locked(self, commands: list[Any], deadline: float) -> list[Any]:
+        if self.client_id is None:
+            self._new_session()
+        assert self.client_id is not None
+        self._seq += 1
+        sent = _Sent()
+        renewed = False
+        while True:
+            session = [self.client_id, self._seq]
+            try:
+                results: list[Any] = await self._request_locked(
+                    "propose", deadline, commands, session, sent=sent
+                )
+                return results
+            except LeadershipLost as exc:
+                # Some of it may have applied: the identical request applies the rest.
+                if trio.current_time() >= deadline:
+                    raise ClusterUnavailable(
+                        f"leadership kept changing for {self.timeout:g}s: {exc}"
+                    ) from exc
+            except SessionExpired as exc:
+                if sent.before_last or renewed:
+                    raise SessionExpired(
+                        f"{exc}; this request was sent before, so whether it applied is "
+                        f"unknown"
+                    ) from None
+                # Never sent before this refusal: nothing of it applied anywhere, so a
+                # new session may send it as its first request.
+                self._new_session()
+                self._seq = 1
+                renewed = True
+                sent = _Sent()
+
+    def _new_session(self) -> None:
+        self.client_id = secrets.randbits(63)
+        self._seq = 0
 
     # ------------------------------------------------------------ membership
 
@@ -215,7 +276,9 @@ class Client:
             f"(members {', '.join(self.addresses)}; other requests held the connection)"
         )
 
-    async def _request_locked(self, op: str, deadline: float, *args: Any) -> Any:
+    async def _request_locked(
+        self, op: str, deadline: float, *args: Any, sent: _Sent | None = None
+    ) -> Any:
         backoff = 0.02
         last_problem = "no member tried"
         while True:
@@ -229,6 +292,9 @@ class Client:
             with trio.move_on_after(min(remaining, self.request_timeout)):
                 try:
                     conn = await self._connection()
+                    if sent is not None:
+                        sent.before_last = sent.any
+                        sent.any = True
                     reply = await conn.call(op, *args)
                 except (OSError, trio.BrokenResourceError, trio.ClosedResourceError,
                         FrameError, cbor2.CBORDecodeError) as exc:
@@ -246,6 +312,8 @@ class Client:
             message = str(reply[3]) if len(reply) > 3 else "no message"
             extra = reply[4] if len(reply) > 4 else None
             if code == "not_leader":
+                if sent is not None:
+                    sent.any = sent.before_last  # refused before it was proposed
                 last_problem = message
                 hint = extra[1] if isinstance(extra, list) and len(extra) == 2 else None
                 stale = hint == self.addresses[self._target]
@@ -261,6 +329,10 @@ class Client:
                     raise LeadershipLost(message, extra if isinstance(extra, list) else [])
                 last_problem = message
                 continue
+            if code == "session_expired":
+                raise SessionExpired(message)
+            if code == "stale":
+                raise StaleRequest(message)
             if code == "bad_request":
                 raise CommandError(message)
             raise RaftError(message)
@@ -379,6 +451,7 @@ __all__ = [
     "Client",
     "ClusterUnavailable",
     "NotLeader",
+    "SessionExpired",
     "cluster_status",
     "connect",
     "member_status",

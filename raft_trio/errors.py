@@ -40,6 +40,15 @@ class CommandError(RaftError):
     """The server refused a request as malformed."""
 
 
+class SessionExpired(RaftError):
+    """The cluster no longer holds this client's session, so whether a request that
+    was sent before applied is unknown (raft_trio.sessions)."""
+
+
+class StaleRequest(RaftError):
+    """The cluster has seen a later request of this client's session than this one."""
+
+
 def leaves(exc: BaseException) -> list[BaseException]:
     """The exceptions inside `exc`, with (nested) exception groups flattened.
 

@@ -8,9 +8,18 @@ its CPU under `make bench` for a pipelining no client of ours does.
 Frames after the hello are CBOR lists. Request: `[id, op, *args]`.
 Answer: `[id, "ok", value]` or `[id, "err", code, message, extra]`, where
 code is one of "not_leader" (extra: [leader_id, leader_address]), "lost",
-"bad_request", "internal".
+"session_expired", "stale", "bad_request", "internal".
 
-Ops: ["propose", [command, ...]] -> list of results;
+Ops: ["propose", [command, ...], session] -> list of results. The optional
+session [client_id, seq] (unsigned 64-bit ints, seq from 1) makes the batch
+request `seq` of that client, applied at most once however often it is
+sent (raft_trio.sessions): a retry answers with the first time's results.
+"session_expired": the cluster holds no session for the client and seq > 1,
+so the request was not applied (nor will be), but an earlier try of it may
+have been; "stale": the client's session has seen a later seq already.
+"lost" (extra: results of the applied prefix) says the log was cut under
+the batch: without a session the rest was not applied; with one, send the
+identical request again.
 ["get", key, mode] -> value or None, where mode (optional) is
 "linearizable" (the default: ReadIndex on the leader, others redirect),
 "lease" (the leader answers under its lease) or "stale" (any member answers
@@ -41,7 +50,14 @@ import cbor2
 import trio
 
 from raft_trio.core import Role
-from raft_trio.errors import CommandError, LeadershipLost, NotLeader, RaftError
+from raft_trio.errors import (
+    CommandError,
+    LeadershipLost,
+    NotLeader,
+    RaftError,
+    SessionExpired,
+    StaleRequest,
+)
 from raft_trio.transport import FrameReader, send_frames
 
 if TYPE_CHECKING:
@@ -118,6 +134,10 @@ async def _answer(server: RaftServer, request_id: Any, op: str, args: list[Any])
         return [request_id, "err", "not_leader", str(exc), [exc.leader_id, exc.leader_address]]
     except LeadershipLost as exc:
         return [request_id, "err", "lost", str(exc), exc.applied]
+    except SessionExpired as exc:
+        return [request_id, "err", "session_expired", str(exc), None]
+    except StaleRequest as exc:
+        return [request_id, "err", "stale", str(exc), None]
     except (BadRequest, CommandError) as exc:
         return [request_id, "err", "bad_request", str(exc), None]
     except RaftError as exc:
@@ -131,9 +151,14 @@ async def _answer(server: RaftServer, request_id: Any, op: str, args: list[Any])
 
 async def _execute(server: RaftServer, op: str, args: list[Any]) -> Any:
     if op == "propose":
-        if len(args) != 1 or not isinstance(args[0], list):
-            raise BadRequest("propose takes one list of commands")
-        return await server.propose_client_commands(args[0], decoded_from_cbor=True)
+        if len(args) not in (1, 2) or not isinstance(args[0], list):
+            raise BadRequest("propose takes a list of commands and optionally a session")
+        session = args[1] if len(args) == 2 else None
+        if session is not None and not isinstance(session, list):
+            raise BadRequest(f"a session is [client id, request number], not {session!r:.60}")
+        return await server.propose_client_commands(
+            args[0], decoded_from_cbor=True, session=session
+        )
     if op == "get":
         if not 1 <= len(args) <= 2 or not all(isinstance(a, str) for a in args):
             raise BadRequest("get takes a string key and optionally a read mode")

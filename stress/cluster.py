@@ -13,7 +13,7 @@ from typing import Any
 import trio
 
 from raft_trio.kv import KVStateMachine
-from raft_trio.server import RaftServer, SnapshotPolicy, Timing
+from raft_trio.server import DEFAULT_SESSION_EXPIRY, RaftServer, SnapshotPolicy, Timing
 
 
 def free_ports(count: int) -> list[int]:
@@ -34,7 +34,8 @@ class Cluster:
     """Common shape of the two harnesses: members by id, data under one directory."""
 
     def __init__(self, members: dict[int, str], data_dir: Path, timing: Timing, log_level: str,
-                 snapshots: SnapshotPolicy | None = None, *, fault_injection: bool = False):
+                 snapshots: SnapshotPolicy | None = None, *, fault_injection: bool = False,
+                 session_expiry: float = DEFAULT_SESSION_EXPIRY):
         self.members = members
         # Members accept the "faults" op (cut links to chosen peers): for chaos runs.
         self.fault_injection = fault_injection
@@ -42,6 +43,7 @@ class Cluster:
         self.timing = timing
         self.log_level = log_level
         self.snapshots = snapshots if snapshots is not None else SnapshotPolicy()
+        self.session_expiry = session_expiry
         # Members added to a running cluster: they start outside the configuration
         # and are added by the caller (or, as processes, join by themselves).
         self.joiners: set[int] = set()
@@ -104,7 +106,8 @@ class InProcessCluster(Cluster):
         server = RaftServer(node_id, {} if joining else self.bootstrap, self.member_dir(node_id),
                             KVStateMachine(), timing=self.timing, snapshots=self.snapshots,
                             address=self.members[node_id] if joining else None,
-                            fault_injection=self.fault_injection)
+                            fault_injection=self.fault_injection,
+                            session_expiry=self.session_expiry)
         self.servers[node_id] = server
         done = self.stopped[node_id] = trio.Event()
         try:
@@ -149,6 +152,7 @@ class ProcessCluster(Cluster):
             "--snapshot-entries", str(self.snapshots.entries),
             "--snapshot-bytes", str(self.snapshots.bytes),
             "--snapshot-trailing", str(self.snapshots.trailing),
+            "--session-expiry", str(self.session_expiry),
             "--log-level", self.log_level,
             *(["--fault-injection"] if self.fault_injection else []),
         ]

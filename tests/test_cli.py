@@ -296,7 +296,7 @@ def test_help_for_every_command() -> None:
     for name in ("set", "get", "del", "cas"):
         assert name in by_cmd["kv"]
     for option in ("--id", "--cluster", "--data-dir", "--config", "--tick", "--snapshot-entries",
-                   "--snapshot-bytes", "--snapshot-trailing"):
+                   "--snapshot-bytes", "--snapshot-trailing", "--session-expiry"):
         assert option in by_cmd["serve"]
     for option in ("--cluster", "--id"):
         assert option in by_cmd["snapshot"]
@@ -335,6 +335,8 @@ def test_bad_arguments_give_a_short_error(tmp_path: Path) -> None:
         (["stress", "--entries", "0"], 2, "--entries"),
         (["serve", "--id", "1", "--cluster", member, "--data-dir", data,
           "--snapshot-entries", "-1"], 2, "--snapshot-entries"),
+        (["serve", "--id", "1", "--cluster", member, "--data-dir", data,
+          "--session-expiry", "-5"], 2, "--session-expiry"),
         (["snapshot", "--cluster", member, "--id", "5"], 2, "--id 5"),
         (["serve", "--id", "4", "--join", f"127.0.0.1:{port}", "--data-dir", data], 2,
          "--address"),

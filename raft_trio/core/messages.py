@@ -21,6 +21,11 @@ class EntryKind(enum.IntEnum):
     # A new cluster configuration (raft_trio.core.membership), in effect from
     # the moment it is appended.
     CONFIG = 2
+    # A command of a client session (raft_trio.sessions), applied at most once
+    # per (client, request, position).
+    SESSION = 3
+    # The leader's decision to drop idle client sessions (raft_trio.sessions).
+    SESSION_EXPIRY = 4
 
 
 class Entry(NamedTuple):

@@ -467,8 +467,9 @@ class RaftNode:
             return None
         return self._reads.confirmed, self.commit
 
-    def propose(self, datas: Sequence[bytes]) -> tuple[int, int]:
-        """Append commands to the leader's log; returns (first index, term)."""
+    def propose(self, datas: Sequence[bytes], kind: int = EntryKind.COMMAND) -> tuple[int, int]:
+        """Append entries of `kind` (commands by default) to the leader's log; returns
+        (first index, term)."""
         if self.role is not Role.LEADER or self._unsaved_term_noop:
             raise NotLeaderError(self.leader_id)
         if self.transferee is not None:
@@ -476,7 +477,7 @@ class RaftNode:
         first = self.log.last_index + 1
         term = self.term
         entries = list(map(_new_entry, zip(
-            range(first, first + len(datas)), repeat(term), repeat(EntryKind.COMMAND.value), datas,
+            range(first, first + len(datas)), repeat(term), repeat(int(kind)), datas,
             strict=False,
         )))
         self.log.append(entries)

@@ -69,7 +69,8 @@ class SnapshotMeta:
     term: int
     # The configuration in force at `index`, which the compacted log no longer holds.
     voters: tuple[int, ...]
-    # The client-session table, opaque here; b"" until sessions exist.
+    # The client-session table (raft_trio.sessions.SessionTable.encode()), opaque
+    # here; b"" in files written before sessions existed.
     sessions: bytes = b""
     # The whole configuration in force at `index` (raft_trio.core.Membership,
     # encoded): voters and learners with their addresses. b"" in files written
