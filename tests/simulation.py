@@ -137,6 +137,8 @@ from itertools import accumulate
 from operator import itemgetter
 from typing import Any
 
+import cbor2
+
 from raft_trio.core import (
     AppendEntriesResponse,
     Config,
@@ -159,6 +161,7 @@ from raft_trio.core import (
     TimeoutNow,
     TransferInProgress,
 )
+from raft_trio.sessions import STALE, SessionTable
 
 FULL_CHECK_EVERY = 97
 NO_HARD_STATE = HardState(0, None, 0)
@@ -172,6 +175,7 @@ SPARES = 2
 EXTRA_IDS = 10
 MAX_VOTERS = 7
 CONFIG = EntryKind.CONFIG.value
+SESSION = EntryKind.SESSION.value
 
 # Known bugs of raft_trio/core the simulator steers around unless told not to (a test
 # marked xfail(strict=True) replays each without its workaround). Drop a name once fixed.
@@ -289,6 +293,7 @@ class Snap:
     term: int
     content: tuple[Entry, ...]
     membership: Membership  # the configuration in force at `index`
+    sessions: bytes = b""  # the client-session table at `index` (SessionTable.encode)
 
     def ref(self) -> SnapshotRef:
         return SnapshotRef(self.index, self.term)
@@ -349,6 +354,7 @@ class Member:
     pending: deque[Write] = field(default_factory=deque)
     snap_writes: deque[SnapWrite] = field(default_factory=deque)
     applied: list[Entry] = field(default_factory=list)
+    sessions: SessionTable = field(default_factory=SessionTable)
 
     def newest_snapshot(self) -> Snap | None:
         if not self.snapshots:
@@ -427,6 +433,10 @@ class Simulation:
         # highest commit index any node had when it was asked).
         self.reads: dict[int, tuple[int, int]] = {}
         self.next_read = 0
+        # Client sessions: each client's current request (seq, command count), and
+        # where each (client, seq, position) took effect in the committed log.
+        self.session_clients = {client: (1, 1) for client in range(1, 4)}
+        self.session_effects: dict[tuple[int, int, int], int] = {}
         self.stats: Counter[str] = Counter()  # what the run actually exercised
         self._base_step: Callable[[], None] = self._deliver_or_tick  # set by _run
         for m in self.members.values():
@@ -480,6 +490,7 @@ class Simulation:
             (f.disk, self._flush_one),
             (4.0, self._propose),
             (2.0, self._read),
+            (2.0, self._session_request),
             (f.partitions + f.crashes + f.heal, self._fault),
             (f.reconfig, self._reconfigure),
         )
@@ -667,6 +678,32 @@ class Simulation:
             raise self.fail(f"node {m.id} took a read as {node.role}")
         self.reads[read_id] = (m.id, floor)
         self.event("read", (m.id, read_id, floor, node.commit))
+        self._drive(m)
+
+    def _session_request(self) -> None:
+        """A client with a session sends its request, or sends it again: to whoever leads
+        now, after a timeout or a lost reply. Once every command of it took effect, the
+        client may hear the answer and go on to its next request."""
+        client = self.rng.choice(list(self.session_clients))
+        seq, count = self.session_clients[client]
+        if all((client, seq, pos) in self.session_effects for pos in range(count)):
+            if self.rng.random() < 0.5:
+                self.session_clients[client] = (seq + 1, self.rng.randint(1, 3))
+                return
+        leaders = [m for m in self.live() if m.node is not None and m.node.role is Role.LEADER]
+        if not leaders:
+            return
+        m = self.rng.choice(leaders)
+        node = m.node
+        assert node is not None
+        # The stamp differs between tries; the command and its place in the request do not.
+        datas = [cbor2.dumps([client, seq, pos, self.step_no, f"s{client}.{seq}.{pos}"])
+                 for pos in range(count)]
+        try:
+            first, _ = node.propose(datas, SESSION)
+        except (NotLeaderError, TransferInProgress):
+            return
+        self.event("session-send", (m.id, first, client, seq, count))
         self._drive(m)
 
     def _check_reads(self, m: Member, ready: Ready) -> None:
@@ -995,6 +1032,7 @@ class Simulation:
         m.pending.clear()  # writes not yet durable vanish, with their held messages
         m.snap_writes.clear()  # and so do snapshot files not yet durable
         m.applied = []
+        m.sessions = SessionTable()
 
     def _start(self, m: Member) -> None:
         m.life += 1
@@ -1020,8 +1058,10 @@ class Simulation:
         if snap is not None:
             self._check_snapshot(m, snap, "restores")
             m.applied = list(snap.content)
+            m.sessions = SessionTable.decode(snap.sessions)
         else:
             m.applied = []
+            m.sessions = SessionTable()
         node = m.node
         self._check_log(m)
         if node.log.last_term > node.term:
@@ -1087,7 +1127,8 @@ class Simulation:
         node = m.node
         assert node is not None
         # As the server will: the file records the configuration as of its index.
-        snap = Snap(index, m.applied[-1].term, tuple(m.applied), node.membership_at(index))
+        snap = Snap(index, m.applied[-1].term, tuple(m.applied), node.membership_at(index),
+                    m.sessions.encode())
         m.snap_writes.append(SnapWrite(snap))
         self.event("snapshot", (m.id, index, snap.term))
 
@@ -1265,6 +1306,7 @@ class Simulation:
             )
         self.event("install", (m.id, ref.index, ref.term))
         m.applied = list(snap.content)
+        m.sessions = SessionTable.decode(snap.sessions)
         self._note_commit(m, ref.index)
 
     # ---------------------------------------------------------------- driver
@@ -1774,14 +1816,40 @@ class Simulation:
                     if e.data in self.committed_data:
                         raise self.fail(f"command {e.data!r} committed twice (again at {e})")
                     self.committed_data.add(e.data)
+                elif e.kind == SESSION:
+                    self.stats["session-committed"] += 1
                 elif e.kind == CONFIG:
                     new = Membership.decode(e.data)
                     self._check_one_change(self.configs[-1][1], new, f"committed {e}")
                     self.configs.append((e.index, new))
                     self.config_indexes.append(e.index)
                     self.event("committed-config", (e.index, new))
+            if e.kind == SESSION:
+                self._apply_session(m, e)
             applied.append(e)
         self._note_commit(m, len(applied))
+
+    def _apply_session(self, m: Member, e: Entry) -> None:
+        """A client-session command: its effect happens once, whoever applies it and however
+        often its request was sent; a repeat answers with the first time's result."""
+        client, seq, pos, stamp, _command = cbor2.loads(e.data)
+        key = (client, seq, pos)
+
+        def take_effect(commands: list[Any]) -> list[Any]:
+            first = self.session_effects.setdefault(key, e.index)
+            if first != e.index:
+                raise self.fail(f"node {m.id}: session command {key} takes effect again at "
+                                f"{e.index}, first at {first}")
+            return [first]
+
+        (result,) = m.sessions.apply(client, seq, pos, stamp, [_command], take_effect)
+        if result is STALE:
+            self.event("session-stale", (m.id, e.index, key))
+        elif result != self.session_effects.get(key):
+            raise self.fail(f"node {m.id}: session command {key} at {e.index} answered "
+                            f"{result!r}, but it took effect at {self.session_effects.get(key)}")
+        elif result != e.index:
+            self.event("session-repeat", (m.id, e.index, key, result))
 
     def _note_commit(self, m: Member, top: int) -> None:
         node = m.node
@@ -1873,6 +1941,7 @@ class Simulation:
                 self.full_check()
                 self._final_check(lead)
                 self._final_read(lead)
+                self._final_sessions(lead)
                 return
         states = [
             (m.id, m.node.role.value, m.node.term, m.node.commit, m.node.log.last_index,
@@ -1901,6 +1970,17 @@ class Simulation:
             elif not any(m.pending or m.snap_writes for m in members):
                 return
         raise self.fail("livelock: messages keep flowing with no ticks")
+
+    def _final_sessions(self, lead: RaftNode) -> None:
+        """Members that applied the same log hold the same session table."""
+        tables = {
+            i: self.members[i].sessions.encode()
+            for i in lead.membership.members
+            if self.members[i].node is not None and len(self.members[i].applied) == lead.commit
+        }
+        if len(set(tables.values())) > 1:
+            raise self.fail(f"members at index {lead.commit} hold different session tables: "
+                            f"{ {i: SessionTable.decode(t) for i, t in tables.items()} }")
 
     def _final_read(self, lead: RaftNode) -> None:
         """Once healed, a read on the leader is answered within a few heartbeat rounds."""
