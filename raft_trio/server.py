@@ -1139,10 +1139,19 @@ class RaftServer:
         sm = self.state_machine
         assert self.node is not None
         membership = self.node.membership_at(self.last_applied)
-        # The sessions are part of the replicated state: captured at the same
-        # applied index as the state machine's.
+        try:
+            # The sessions are part of the replicated state: captured at the same
+            # applied index as the state machine's.
+            sessions = self.sessions.encode()
+        except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:
+            # Results must be CBOR (see StateMachine); a session holding one that
+            # is not cannot be put in a snapshot, but applying goes on.
+            self._applied_bytes = 0
+            log.error("member %d: no snapshot at index %d: a client session holds a result "
+                      "that cannot be encoded as CBOR: %s", self.id, self.last_applied, exc)
+            return
         meta = SnapshotMeta(self.last_applied, self._applied_term, tuple(membership.voters),
-                            sessions=self.sessions.encode(), membership=membership.encode())
+                            sessions=sessions, membership=membership.encode())
         capture = getattr(sm, "capture_snapshot", None)
         self._snapshot_writing = True
         self._applied_bytes = 0
