@@ -200,6 +200,12 @@ class _Proposal:
         self.results[pos] = result
         self._settle()
 
+    def resolved_run(self, pos: int, results: list[Any]) -> None:
+        """resolved() for the entries at positions pos, pos + 1, ..."""
+        count = len(results)
+        self.results[pos : pos + count] = results
+        self._settle(count)
+
     def lost(self, pos: int) -> None:
         if self.lost_from is None or pos < self.lost_from:
             self.lost_from = pos
@@ -210,8 +216,8 @@ class _Proposal:
             self.error = error
             self.done.set()
 
-    def _settle(self) -> None:
-        self.remaining -= 1
+    def _settle(self, count: int = 1) -> None:
+        self.remaining -= count
         if self.remaining or self.done.is_set():
             return
         if self.lost_from is not None:
@@ -1244,11 +1250,11 @@ class RaftServer:
             assert type(entries) is list
             runs = self._own_runs(entries) if pending else None
             if runs is not None:
-                results = self._apply_own(runs, batch)
+                self._apply_own(entries, runs, batch)
             else:
                 results = self._apply_entries(entries, apply, batch)
-            if pending:
-                self._resolve(entries, results)
+                if pending:
+                    self._resolve(entries, results)
             last = entries[-1]
             self.last_applied = last.index
             self._applied_term = last.term
@@ -1310,10 +1316,19 @@ class RaftServer:
         sm = self.state_machine
         assert self.node is not None
         membership = self.node.membership_at(self.last_applied)
-        # The sessions are part of the replicated state: captured at the same
-        # applied index as the state machine's.
+        try:
+            # The sessions are part of the replicated state: captured at the same
+            # applied index as the state machine's.
+            sessions = self.sessions.encode()
+        except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:
+            # Results must be CBOR (see StateMachine); a session holding one that
+            # is not cannot be put in a snapshot, but applying goes on.
+            self._applied_bytes = 0
+            log.error("member %d: no snapshot at index %d: a client session holds a result "
+                      "that cannot be encoded as CBOR: %s", self.id, self.last_applied, exc)
+            return
         meta = SnapshotMeta(self.last_applied, self._applied_term, tuple(membership.voters),
-                            sessions=self.sessions.encode(), membership=membership.encode())
+                            sessions=sessions, membership=membership.encode())
         capture = getattr(sm, "capture_snapshot", None)
         self._snapshot_writing = True
         self._applied_bytes = 0
@@ -1372,10 +1387,13 @@ class RaftServer:
             i += count
         return runs
 
-    def _apply_own(self, runs: list[tuple[_Proposal, int, int]],
-                   batch: Callable[[list[Any]], list[Any]]) -> list[Any]:
-        results: list[Any] = []
+    def _apply_own(self, entries: list[Entry], runs: list[tuple[_Proposal, int, int]],
+                   batch: Callable[[list[Any]], list[Any]]) -> None:
+        """Apply the runs _own_runs found and hand each proposal its results."""
+        pending = self._pending
+        pop = pending.pop
         sessions = self.sessions
+        index = entries[0].index
         for proposal, pos, count in runs:
             commands = proposal.commands
             assert commands is not None
@@ -1383,11 +1401,14 @@ class RaftServer:
                 commands = list(commands[pos : pos + count])
             session = proposal.session
             if session is None:
-                results += batch(commands)
+                results = batch(commands)
             else:
                 client, seq, stamp = session
-                results += sessions.apply(client, seq, pos, stamp, commands, batch)
-        return results
+                results = sessions.apply(client, seq, pos, stamp, commands, batch)
+            for each in range(index, index + count):
+                pop(each, None)
+            proposal.resolved_run(pos, results)
+            index += count
 
     def _apply_entries(
         self, entries: list[Entry], apply: Callable[[Any], Any],

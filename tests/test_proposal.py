@@ -43,3 +43,13 @@ def test_a_failure_wins_only_if_first() -> None:
     proposal.fail(RaftError("shut down"))
     proposal.resolved(0, "late")
     assert str(proposal.error) == "shut down"
+
+
+def test_a_run_resolves_many_positions_at_once() -> None:
+    proposal = _Proposal(5)
+    proposal.resolved_run(0, ["r0", "r1"])
+    assert not proposal.done.is_set()
+    proposal.resolved_run(2, ["r2", "r3"])
+    proposal.lost(4)
+    assert isinstance(proposal.error, LeadershipLost)
+    assert proposal.error.applied == ["r0", "r1", "r2", "r3"]

@@ -278,3 +278,35 @@ def test_session_expiry_must_not_be_negative(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         RaftServer(1, {1: "127.0.0.1:1"}, tmp_path, raft_trio.KVStateMachine(),
                    session_expiry=-1)
+
+
+class Opaque:
+    """A state machine breaking the contract: its results are not CBOR."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def apply(self, command: Any) -> Any:
+        self.count += 1
+        return object() if command == "opaque" else self.count
+
+    def snapshot(self, out: Any) -> None:
+        out.write(cbor2.dumps(self.count))
+
+    def restore(self, src: Any) -> None:
+        self.count = cbor2.loads(src.read())
+
+
+async def test_a_result_that_is_not_cbor_stops_snapshots_not_the_member(tmp_path: Path) -> None:
+    members = {1: f"127.0.0.1:{free_ports(1)[0]}"}
+    server = RaftServer(1, members, tmp_path, Opaque(), timing=FAST)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve)
+        await server.wait_for_leader()
+        await server.propose_many(["opaque"], session=(C, 1))
+        with pytest.raises(raft_trio.RaftError, match="failed"):
+            await server.take_snapshot()
+        # The next request replaces the recorded results: snapshots work again.
+        assert await server.propose_many(["plain"], session=(C, 2)) == [2]
+        assert await server.take_snapshot() == server.last_applied
+        nursery.cancel_scope.cancel()
