@@ -663,6 +663,10 @@ def chaos(
     client_timeout: Annotated[float, typer.Option(
         "--client-timeout", help="Seconds a client operation may take before its outcome "
                                  "counts as unknown.")] = 3.0,
+    read: Annotated[str, typer.Option(
+        "--read", help="How clients read: linearizable, lease (under the leader's lease) or "
+                       "stale (any member, may be behind: expect the checker to object).",
+    )] = "linearizable",
     log_level: Annotated[str, typer.Option("--log-level", help="Member log level.")] = "info",
 ) -> None:
     """Run a cluster of processes under faults while clients read and write, then heal it,
@@ -687,6 +691,8 @@ def chaos(
             fail(f"{option} must be a positive number of seconds", 2)
     if min(clients, servers, keys) < 1:
         fail("--clients, --servers and --keys must be at least 1", 2)
+    if read not in READ_MODES:
+        fail(f"--read must be one of {', '.join(READ_MODES)}", 2)
     if election_ticks < 2:
         fail("--election-ticks must be at least 2", 2)
     if "partition" in chosen and servers < 2:
@@ -704,7 +710,8 @@ def chaos(
     options = ChaosOptions(
         duration=duration, clients=clients, nemesis=tuple(chosen), seed=seed, servers=servers,
         keys=keys, data_dir=data_dir, keep=keep, history=history, tick=tick,
-        election_ticks=election_ticks, client_timeout=client_timeout, log_level=log_level,
+        election_ticks=election_ticks, client_timeout=client_timeout, read=read,
+        log_level=log_level,
     )
     try:
         passed = run_chaos(options)

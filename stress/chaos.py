@@ -69,6 +69,9 @@ class ChaosOptions:
     # Short, so that an operation caught by a fault ends (as unknown) rather
     # than hanging the client through several faults.
     client_timeout: float = 3.0
+    # How the clients' gets read: linearizable, lease or stale (the last read of
+    # every key at the end is always linearizable).
+    read: str = "linearizable"
     converge_timeout: float = 60.0
     # Small, so that members snapshot during the run and one that was down
     # long enough is rebuilt from a snapshot streamed under faults.
@@ -223,7 +226,7 @@ class Chaos:
                 call = self.now()
                 try:
                     if op == "get":
-                        output: Any = await client.get(key)
+                        output: Any = await client.get(key, mode=self.o.read)  # type: ignore[arg-type]
                         seen[key] = output
                     elif op == "set":
                         arg = value
