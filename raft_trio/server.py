@@ -1769,7 +1769,8 @@ def _split_sessions(datas: list[bytes]) -> tuple[list[_SessionRun], list[Any]] |
                 bound = next(b for b in _UINT_WIDTH_BOUNDS if p < b)
                 stop = min(end, j + bound - p)
                 cut = fixed + len(positions[p])
-                pieces += [data[cut:] for data in datas[j:stop]]
+                # One slice object for them all, not one per entry.
+                pieces += map(itemgetter(slice(cut, None)), datas[j:stop])
                 j = stop
             i = end
         commands: list[Any] = loads(_cbor_array_header(n) + b"".join(pieces))
