@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
-from operator import add, itemgetter
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -534,7 +534,7 @@ class RaftServer:
                 client, seq = _check_session(session)
                 stamp = int(time.time() * 1000)
                 stamped = (client, seq, stamp)
-                datas = list(map(add, _session_heads(client, seq, stamp, len(datas)), datas))
+                datas = _session_datas(client, seq, stamp, datas)
         except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:
             raise CommandError(f"command cannot be encoded as CBOR: {exc}") from None
         proposal = _Proposal(len(datas), commands if decoded_from_cbor else None, stamped)
@@ -1905,7 +1905,7 @@ _MAX_SPLIT_POSITION = 1 << 16
 def _split_sessions(datas: list[bytes]) -> tuple[list[_SessionRun], list[Any]] | None:
     """The runs of SESSION entries' data (entries of one request with consecutive
     positions) and every entry's command, decoding only the commands; None if an
-    entry is not byte for byte as _session_heads makes them (then the caller
+    entry is not byte for byte as _session_datas makes them (then the caller
     decodes them whole).
 
     The session fields of a run differ only in the position, so their bytes are
@@ -1945,7 +1945,8 @@ def _split_sessions(datas: list[bytes]) -> tuple[list[_SessionRun], list[Any]] |
                 bound = next(b for b in _UINT_WIDTH_BOUNDS if p < b)
                 stop = min(end, j + bound - p)
                 cut = fixed + len(positions[p])
-                pieces += [data[cut:] for data in datas[j:stop]]
+                # One slice object for them all, not one per entry.
+                pieces += map(itemgetter(slice(cut, None)), datas[j:stop])
                 j = stop
             i = end
         commands: list[Any] = loads(_cbor_array_header(n) + b"".join(pieces))
@@ -2030,16 +2031,14 @@ def _positions(count: int) -> list[bytes]:
     return _POSITIONS
 
 
-def _session_heads(client: int, seq: int, stamp: int, count: int) -> list[bytes]:
-    """The bytes of SESSION entries before their command, for positions 0..count-1.
-
-    Joined with the command's own CBOR they make the one CBOR item
-    [client, seq, pos, stamp, command], without encoding the command again.
-    """
-    _positions(count)
+def _session_datas(client: int, seq: int, stamp: int, commands: list[bytes]) -> list[bytes]:
+    """The data of the SESSION entries of a request whose commands are encoded as
+    `commands`: each the one CBOR item [client, seq, pos, stamp, command], put
+    together from the encoded pieces (one join each, about half of what adding
+    them up costs) rather than encoding the command again."""
     dumps = cbor2.dumps
-    prefix = b"\x85" + dumps(client) + dumps(seq)
-    return list(map(add, map(prefix.__add__, _POSITIONS[:count]), repeat(dumps(stamp))))
+    return list(map(b"".join, zip(repeat(b"\x85" + dumps(client) + dumps(seq)),
+                                  _positions(len(commands)), repeat(dumps(stamp)), commands)))
 
 
 def _raise_refusal(results: list[Any], session: tuple[int, int, int]) -> None:

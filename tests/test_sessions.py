@@ -12,7 +12,7 @@ import pytest
 
 from raft_trio import KVStateMachine, RaftServer
 from raft_trio.core import Entry, EntryKind
-from raft_trio.server import _decode_entries, _session_heads, _split_sessions, decode_commands
+from raft_trio.server import _decode_entries, _session_datas, _split_sessions, decode_commands
 from raft_trio.sessions import SESSION_EXPIRED, STALE, Session, SessionTable
 
 
@@ -218,9 +218,8 @@ def test_the_table_depends_only_on_the_log_however_it_is_cut_into_batches(seed: 
 
 def _session_entries(first: int, client: int, seq: int, commands: list[Any],
                      stamp: int = 1000) -> list[Entry]:
-    heads = _session_heads(client, seq, stamp, len(commands))
-    return [Entry(first + pos, 1, EntryKind.SESSION, head + cbor2.dumps(command))
-            for pos, (head, command) in enumerate(zip(heads, commands, strict=True))]
+    datas = _session_datas(client, seq, stamp, list(map(cbor2.dumps, commands)))
+    return [Entry(first + pos, 1, EntryKind.SESSION, data) for pos, data in enumerate(datas)]
 
 
 def test_session_entries_hold_one_cbor_item_each() -> None:
