@@ -12,6 +12,10 @@ class StateMachine(Protocol):
     decoded from CBOR, and returns a CBOR-encodable result that is handed back
     to whoever proposed the command. It must not raise for a bad command:
     return an error value instead, since every member applies the same entry.
+
+    A command retried by a client session is applied once: the server keeps
+    the session's latest results beside the state machine (and in its
+    snapshots) and answers a retry with them (raft_trio.sessions).
     """
 
     def apply(self, command: Any) -> Any: ...

@@ -239,7 +239,8 @@ async def test_idle_sessions_expire_on_every_member_and_a_client_renews(tmp_path
 async def test_a_retry_after_the_session_expired_raises_session_expired(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with _cluster(tmp_path, session_expiry=0.5) as cluster:
+    # Long enough that the session outlives the pause between the two writes.
+    async with _cluster(tmp_path, session_expiry=1.0) as cluster:
         leader = await leader_of(cluster)
         real_call = _Connection.call
         lose = False
@@ -262,14 +263,16 @@ async def test_a_retry_after_the_session_expired_raises_session_expired(
 
 
 async def test_a_leader_proposes_no_expiry_while_sessions_are_active(tmp_path: Path) -> None:
-    async with _cluster(tmp_path, session_expiry=0.5) as cluster:
+    async with _cluster(tmp_path, session_expiry=2.0) as cluster:
         leader = await leader_of(cluster)
         async with raft_trio.connect(list(cluster.members.values()), timeout=10) as client:
-            with trio.move_on_after(1.5):
+            await client.set("a", "1")
+            first_id = client.client_id
+            with trio.move_on_after(3):
                 while True:
                     await client.set("a", "1")
                     await trio.sleep(0.05)
-            assert client.client_id in leader.sessions
+            assert client.client_id == first_id and first_id in leader.sessions
         assert not [e for e in leader.log_entries(1, 10_000)
                     if e.kind == EntryKind.SESSION_EXPIRY]
 
