@@ -261,9 +261,10 @@ class RaftNode:
         self._transfer_elapsed = 0
         self._reads = _ReadState()
         self._dropped_reads: list[Any] = []
-        # Leader only: voters heard from since the last quorum check, and ticks since it.
-        self._recent_active: set[int] = set()
-        self._quorum_elapsed = 0
+        # Leader only: ticks since it was elected, and the tick at which each peer
+        # last sent it anything in its term (CheckQuorum).
+        self._lead_ticks = 0
+        self._heard_at: dict[int, int] = {}
         # Leader only: no TimeoutNow sent in this term, so no voter was told to
         # ignore the lease it granted us (lease reads need this).
         self._lease_intact = True
@@ -340,15 +341,11 @@ class RaftNode:
                 if self._transfer_elapsed >= (self.config.transfer_ticks
                                               or self.config.election_ticks):
                     self.transferee = None  # gave up: take proposals again
-            self._quorum_elapsed += 1
-            if self._quorum_elapsed >= self.config.election_ticks:
-                self._quorum_elapsed = 0
-                if self.config.check_quorum and not self._heard_from_quorum():
-                    # Cut off from a majority, which may elect another leader once its
-                    # lease on us runs out: stop taking writes and serving reads.
-                    self._become_follower(self.term, None)
-                    return
-                self._recent_active.clear()
+            self._lead_ticks += 1
+            if self.config.check_quorum and not self._heard_from_quorum():
+                # Cut off from a majority, which may elect another leader once its
+                # lease on us runs out: stop taking writes and serving reads.
+                self._become_follower(self.term, None)
             return
         self.election_elapsed += 1
         if self.election_elapsed >= self.randomized_timeout:
@@ -603,7 +600,7 @@ class RaftNode:
                 leader = msg.src if from_leader else None
                 self._become_follower(msg.term, leader)
         if self.role is Role.LEADER and msg.term == self.term:
-            self._recent_active.add(msg.src)
+            self._heard_at[msg.src] = self._lead_ticks
         if isinstance(msg, AppendEntries):
             self._on_append(msg)
         elif isinstance(msg, AppendEntriesResponse):
@@ -777,7 +774,7 @@ class RaftNode:
         self.transferee = None
         self._unsaved_term_noop = 0
         self._end_reads()
-        self._recent_active = set()
+        self._heard_at = {}
 
     def _end_reads(self) -> None:
         """Leadership is over: reads not yet confirmed never will be; confirmed ones stand."""
@@ -793,8 +790,8 @@ class RaftNode:
         self.votes = {}
         self.transferee = None
         self._end_reads()
-        self._recent_active = set()
-        self._quorum_elapsed = 0
+        self._heard_at = {}
+        self._lead_ticks = 0
         self._lease_intact = True
         next_index = self.log.last_index + 1
         self.progress = {p: Progress(next_index, self.config.max_inflight) for p in self.peers}
@@ -1055,8 +1052,17 @@ class RaftNode:
             self._start_round()
 
     def _heard_from_quorum(self) -> bool:
+        """Whether a majority of voters (itself included) was heard within an election timeout.
+
+        A sliding window, so a leader cut off steps down one election timeout
+        after it last heard from a majority, not up to two. Voters count as
+        heard at the election: their votes were.
+        """
+        since = self._lead_ticks - self.config.election_ticks
         voters = self._voter_set
-        heard = len(self._recent_active & voters) + (self.id in voters)
+        heard = (self.id in voters) + sum(
+            1 for v in voters if v != self.id and self._heard_at.get(v, 0) > since
+        )
         return heard >= len(voters) // 2 + 1
 
     def _in_lease(self) -> bool:
