@@ -11,7 +11,8 @@ is not linearizable on its own.
 Every operation touches one key, and linearizability is compositional (a history is
 linearizable iff each key's sub-history is), so keys are checked one by one, each with
 the search of Wing & Gong as improved by Lowe (with memoization of visited
-configurations), iteratively since histories are long.
+configurations), iteratively since histories are long, and with reductions of its own
+for the register (see `_search`).
 
 Pure Python on purpose: this module must not depend on trio or on anything outside
 the standard library, so that it can check histories recorded anywhere.
@@ -279,13 +280,15 @@ def _linearizable(ops: Sequence[Operation], initial: _State) -> bool:
 
 def _search(
     ops: Sequence[Operation], initial: _State, patience: int | None = None
-) -> tuple[bool | None, float]:
+) -> tuple[bool | None, float, float]:
     """WGL search over the operations of one key, starting from `initial`.
 
-    Returns the verdict and the frontier: the latest time such that some configuration
-    had linearized every operation that returned before it. Every prefix (see below)
-    ending before the frontier is linearizable. With `patience`, the verdict is None
-    once that many configurations were visited with the frontier standing still.
+    Returns the verdict, the frontier and a hint. The frontier is the latest time such
+    that some configuration had linearized every operation that returned before it:
+    every prefix (see below) ending before it is linearizable. The hint, at least the
+    frontier, is the latest time some configuration was sure to fail by: the return of
+    an operation it had left unable ever to succeed. With `patience`, the verdict is
+    None once that many configurations were visited with the frontier standing still.
 
     Configurations are (set of linearized operations, model state). The calls and
     returns of completed operations sit in time order in a doubly linked list (at equal
@@ -295,11 +298,11 @@ def _search(
     of the list, and once every completed operation is linearized the rest can go last
     in any order (the model accepts any output for them) or not at all: success.
 
-    Besides the cache of visited configurations, the search skips moves: each rule
-    below skips one only when, if some linearization from the configuration exists, a
-    shortest one starts otherwise (or, for the blind-write rule, the parent's does). By
-    induction on the length of a shortest linearization, the search still finds one if
-    any exists.
+    Besides the cache of visited configurations, the search drops dead configurations
+    (from which nothing can be linearized) and skips moves: each rule below skips one
+    only when, if some linearization from the configuration exists, a shortest one
+    starts otherwise (or, for the blind-write rule, the parent's does). By induction on
+    the length of a shortest linearization, the search still finds one if any exists.
     """
     # An unknown get has no effect and constrains nothing. Bits are numbered in call order.
     ops = sorted((o for o in ops if not (o.op == "get" and o.ret is None)), key=lambda o: o.call)
@@ -361,6 +364,24 @@ def _search(
             bool(orphans) and state is not _UNKNOWN and (len(orphans) > 1 or state not in orphans)
         )
 
+    returns = [math.inf if o.ret is None else o.ret for o in ops]
+    needed_by: dict[_State | _Fail, list[int]] = {}
+    for i in sorted(range(n), key=returns.__getitem__):
+        if needs[i] is not _FAIL:
+            needed_by.setdefault(needs[i], []).append(i)
+
+    def doomed(state: _State, base: int, bits: int) -> float:
+        """When the first operation that can no longer succeed returns."""
+        return min(
+            next(
+                returns[i]
+                for i in needed_by[v]
+                if bitpos[i] >= base and not bits >> (bitpos[i] - base) & 1
+            )
+            for v in orphans
+            if v != state
+        )
+
     unknown_ops = [i for i in range(n) if not known[i]]
     unknown_calls = [ops[i].call for i in unknown_ops]
     bitpos = [0] * n
@@ -370,7 +391,7 @@ def _search(
         counts[known[i]] += 1
     remaining = counts[True]
     if remaining == 0:
-        return True, math.inf
+        return True, math.inf, math.inf
     events = sorted(
         [(o.call, 0, i) for i, o in enumerate(ops) if o.ret is not None]
         + [(o.ret, 1, i) for i, o in enumerate(ops) if o.ret is not None]
@@ -485,8 +506,9 @@ def _search(
     after_blind = False
     config = configs = 0
     frontier, progress = limit, 0
+    hint = frontier
     if dead(state):
-        return False, frontier
+        return False, frontier, max(hint, doomed(state, base, bits))
     while True:
         if pos == len(cands) and not complete:
             # Unknown operations only after every completed one was tried: a linearizable
@@ -501,7 +523,7 @@ def _search(
                 cands = cands + more
         if pos == len(cands):
             if not stack:
-                return False, frontier
+                return False, frontier, hint
             (
                 cands,
                 pos,
@@ -554,7 +576,7 @@ def _search(
             unlink(return_node[i])
             remaining -= 1
             if remaining == 0:
-                return True, math.inf
+                return True, math.inf, math.inf
         count(i, -1)
         state, base, bits, done_unknown = new_state, new_base, new_bits, new_unknown
         after_blind = not known[i] and kind[i] != _CAS
@@ -564,10 +586,12 @@ def _search(
         pos = 0
         if dead(state):
             cands, complete = [], True
+            hint = max(hint, doomed(state, base, bits))
         if limit > frontier:
             frontier, progress = limit, configs
+            hint = max(hint, frontier)
         elif patience is not None and configs - progress > patience:
-            return None, frontier
+            return None, frontier, hint
 
 
 # Windows. Every window reported is not linearizable by itself, and is linearizable if
@@ -599,16 +623,18 @@ def _search(
 # is not monotone, but windows there can be much smaller when clients are rarely all
 # idle at once.
 #
-# A search that fails, or stops making headway, is usually stuck on a violation just
-# before its frontier: the windows of prefix(frontier) from its latest cuts are tried
-# first, which is quick since they are small. Failing that, the smallest failing prefix
+# A search that fails, or stops making headway, has usually run into a violation just
+# before its hint (or its frontier): the windows of that prefix from its latest cuts
+# are tried first, which is quick since they are small. Failing that (after a search
+# to the end if the first one gave up), the smallest failing prefix
 # (from the frontier on, galloping forward: a failing check explores every
 # configuration of its prefix, so those are kept short, then bisecting), and the
 # latest failing cut of it: the latest cuts one by one, then the quiescent ones before
 # them by galloping back and bisecting; with none, the prefix itself.
 _CUTS_SCANNED: Final = 64
-# Configurations visited without the frontier moving before looking for a window there.
-_PATIENCE: Final = 20_000
+# Configurations visited without the frontier moving before looking for a window there
+# (not Final: the tests lower it to take every path).
+_PATIENCE = 20_000
 
 _Window = tuple[tuple[Operation, ...], bool]
 
@@ -617,14 +643,15 @@ def _violation(ops: Sequence[Operation], initial: _State) -> _Window | None:
     """None if the history of one key is linearizable, else a small failing window and
     whether it starts from an unknown value."""
     ops = sorted((o for o in ops if not (o.op == "get" and o.ret is None)), key=lambda o: o.call)
-    verdict, frontier = _search(ops, initial, _PATIENCE)
+    verdict, frontier, hint = _search(ops, initial, _PATIENCE)
     if verdict:
         return None
-    window = _latest_failing_cut(_prefix(ops, frontier), scan_only=True)
-    if window is not None:
-        return window
+    for end in sorted({hint, frontier}, reverse=True):
+        window = _latest_failing_cut(_prefix(ops, end), scan_only=True)
+        if window is not None:
+            return window
     if verdict is None:
-        verdict, frontier = _search(ops, initial)
+        verdict, frontier, _ = _search(ops, initial)
         if verdict:
             return None
     # Any time will do for T; ending at return times too (not only at calls) lets the
