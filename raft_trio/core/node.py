@@ -372,13 +372,18 @@ class RaftNode:
         else:
             self._campaign(transfer)
 
-    def _pre_campaign(self) -> None:
-        self.role = Role.PRE_CANDIDATE
+    def _enter_election(self, role: Role) -> None:
+        """Become (pre-)candidate: no leader, a fresh timeout, only our own vote so far."""
+        self.role = role
         self.leader_id = None
         self.election_elapsed = 0
         self.randomized_timeout = self._draw_timeout()
         self.progress = {}
+        # Our own vote counts only where we are a voter (absent, it is no refusal either).
         self.votes = {self.id: True} if self.is_voter else {}
+
+    def _pre_campaign(self) -> None:
+        self._enter_election(Role.PRE_CANDIDATE)
         if self._tally() >= self.quorum:
             self._campaign(transfer=False)
             return
@@ -391,15 +396,9 @@ class RaftNode:
                 ))
 
     def _campaign(self, transfer: bool) -> None:
-        self.role = Role.CANDIDATE
         self.term += 1
         self.vote = self.id
-        self.leader_id = None
-        self.election_elapsed = 0
-        self.randomized_timeout = self._draw_timeout()
-        self.progress = {}
-        # Our own vote counts only where we are a voter (absent, it is no refusal either).
-        self.votes = {self.id: True} if self.is_voter else {}
+        self._enter_election(Role.CANDIDATE)
         if self._tally() >= self.quorum:
             self._become_leader()
             self._unsaved_term_noop = self.log.last_index
