@@ -224,7 +224,13 @@ def test_a_read_is_answered_after_a_majority_confirms_one_round_for_a_whole_batc
     held: list[Message] = []
     leader.read_index("a")  # starts a round at once
     round_a = leader._reads.round
-    net.pump(drop=lambda m: isinstance(m, HeartbeatResponse) and not held.append(m))
+    def hold_answers(m: Message) -> bool:
+        if isinstance(m, HeartbeatResponse):
+            held.append(m)
+            return True
+        return False
+
+    net.pump(drop=hold_answers)
     assert net.reads(1) == []  # not confirmed: no answers arrived
     for ctx in ("b", "c"):
         leader.read_index(ctx)  # a round is out: these wait for the next one

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import cbor2
 import pytest
@@ -250,11 +251,13 @@ def _isolate(cluster: InProcessCluster, member: int) -> None:
     for node_id in cluster.running():
         server = cluster.servers[node_id]
         original = server._route
-        server._route = (  # type: ignore[method-assign]
-            (lambda msgs, original=original: None)
-            if node_id == member
-            else (lambda msgs, original=original: original([m for m in msgs if m.dst != member]))
-        )
+
+        def route(msgs: Sequence[Any], original: Callable[[Any], None] = original,
+                  silent: bool = node_id == member) -> None:
+            if not silent:
+                original([m for m in msgs if m.dst != member])
+
+        server._route = route  # type: ignore[method-assign,assignment]
         server._original_route = original  # type: ignore[attr-defined]
 
 
