@@ -37,7 +37,7 @@ from raft_trio.core import Config as CoreConfig
 def Config(**settings: Any) -> CoreConfig:
     """The paper's rules one at a time: PreVote and CheckQuorum (on by default)
     change when and how elections start, and have tests of their own in
-    tests/test_prevote.py, so the rule tests here run without them."""
+    tests/test_prevote_reads.py, so the rule tests here run without them."""
     return CoreConfig(**{"pre_vote": False, "check_quorum": False, **settings})
 
 M = TypeVar("M")

@@ -10,10 +10,13 @@ message is built or pumped by the test: no network, no disk, no clock.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import cbor2
 import pytest
+
+# The rule tests' Config: PreVote and CheckQuorum off (see test_core_rules).
+from test_core_rules import Config
 
 from raft_trio.core import (
     AppendEntries,
@@ -36,15 +39,7 @@ from raft_trio.core import (
     TimeoutNow,
     TransferInProgress,
 )
-from raft_trio.core import Config as CoreConfig
 from raft_trio.core.node import STALLED_ROUNDS_BEFORE_PROBE
-
-
-def Config(**settings: Any) -> CoreConfig:
-    """The paper's rules one at a time: PreVote and CheckQuorum (on by default)
-    change when and how elections start, and have tests of their own in
-    tests/test_prevote.py, so the rule tests here run without them."""
-    return CoreConfig(**{"pre_vote": False, "check_quorum": False, **settings})
 
 M = TypeVar("M")
 

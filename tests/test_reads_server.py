@@ -8,33 +8,23 @@ from pathlib import Path
 
 import pytest
 import trio
-from test_server import FAST, _heal, _isolate, leader_of
+from test_server import FAST, _heal, _isolate, leader_of, running_cluster
 
 import raft_trio
-from raft_trio import NotLeader, RaftServer, Role, Timing
+from raft_trio import NotLeader, RaftServer, Role
 from raft_trio.errors import CommandError
-from stress.cluster import InProcessCluster, free_ports
-
-
-async def _cluster(tmp_path: Path, timing: Timing) -> AsyncIterator[InProcessCluster]:
-    members = {i + 1: f"127.0.0.1:{p}" for i, p in enumerate(free_ports(3))}
-    async with trio.open_nursery() as nursery:
-        harness = InProcessCluster(nursery, members, tmp_path, timing, "warning")
-        for node_id in members:
-            await harness.start(node_id)
-        yield harness
-        nursery.cancel_scope.cancel()
+from stress.cluster import InProcessCluster
 
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[InProcessCluster]:
-    async for harness in _cluster(tmp_path, FAST):
+    async with running_cluster(tmp_path) as harness:
         yield harness
 
 
 @pytest.fixture
 async def cluster_without_check_quorum(tmp_path: Path) -> AsyncIterator[InProcessCluster]:
-    async for harness in _cluster(tmp_path, replace(FAST, check_quorum=False)):
+    async with running_cluster(tmp_path, replace(FAST, check_quorum=False)) as harness:
         yield harness
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import struct
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 import trio
 
 import raft_trio
-from raft_trio import KVStateMachine, NotLeader, RaftServer, Role, Timing
+from raft_trio import KVStateMachine, NotLeader, RaftServer, Role, SnapshotPolicy, Timing
 from raft_trio.core import Heartbeat
 from raft_trio.transport import encode_message, send_frames
 from stress.cluster import InProcessCluster, free_ports
@@ -21,15 +22,25 @@ from stress.cluster import InProcessCluster, free_ports
 FAST = Timing(tick_interval=0.02, election_ticks=10)
 
 
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[InProcessCluster]:
+@asynccontextmanager
+async def running_cluster(tmp_path: Path, timing: Timing = FAST,
+                          snapshots: SnapshotPolicy | None = None,
+                          **options: Any) -> AsyncIterator[InProcessCluster]:
+    """Three members on loopback, all started; stopped on exit."""
     members = {i + 1: f"127.0.0.1:{p}" for i, p in enumerate(free_ports(3))}
     async with trio.open_nursery() as nursery:
-        harness = InProcessCluster(nursery, members, tmp_path, FAST, "warning")
+        harness = InProcessCluster(nursery, members, tmp_path, timing, "warning", snapshots,
+                                   **options)
         for node_id in members:
             await harness.start(node_id)
         yield harness
         nursery.cancel_scope.cancel()
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[InProcessCluster]:
+    async with running_cluster(tmp_path) as harness:
+        yield harness
 
 
 async def leader_of(cluster: InProcessCluster, timeout: float = 10.0) -> RaftServer:

@@ -4,41 +4,26 @@ lost replies, a dead leader, a cut log, snapshots, restarts and expiry."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import cbor2
 import pytest
 import trio
-from test_server import _heal, _isolate, kv, leader_of, wait_all_applied
+from test_server import FAST, _heal, _isolate, kv, leader_of, running_cluster, wait_all_applied
 
 import raft_trio
-from raft_trio import RaftServer, Role, SessionExpired, SnapshotPolicy, StaleRequest, Timing
+from raft_trio import RaftServer, Role, SessionExpired, SnapshotPolicy, StaleRequest
 from raft_trio.client import _Connection
 from raft_trio.core import EntryKind
 from stress.cluster import InProcessCluster, free_ports
 
-FAST = Timing(tick_interval=0.02, election_ticks=10)
 C = 0x1234_5678_9ABC_DEF0
-
-
-@asynccontextmanager
-async def _cluster(tmp_path: Path, snapshots: SnapshotPolicy | None = None,
-                   **options: Any) -> AsyncIterator[InProcessCluster]:
-    members = {i + 1: f"127.0.0.1:{p}" for i, p in enumerate(free_ports(3))}
-    async with trio.open_nursery() as nursery:
-        harness = InProcessCluster(nursery, members, tmp_path, FAST, "warning", snapshots,
-                                   **options)
-        for node_id in members:
-            await harness.start(node_id)
-        yield harness
-        nursery.cancel_scope.cancel()
 
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[InProcessCluster]:
-    async with _cluster(tmp_path) as harness:
+    async with running_cluster(tmp_path) as harness:
         yield harness
 
 
@@ -188,7 +173,7 @@ async def test_sessions_survive_a_snapshot_and_a_restart(cluster: InProcessClust
 
 async def test_a_member_rebuilt_from_a_snapshot_deduplicates_as_leader(tmp_path: Path) -> None:
     policy = SnapshotPolicy(entries=200, trailing=50, chunk_bytes=4096, window=2)
-    async with _cluster(tmp_path, policy) as cluster:
+    async with running_cluster(tmp_path, FAST, policy) as cluster:
         leader = await leader_of(cluster)
         victim = next(i for i in cluster.running() if i != leader.id)
         await cluster.stop(victim)
@@ -217,7 +202,7 @@ async def wait_expired(cluster: InProcessCluster, client_id: int) -> None:
 
 
 async def test_idle_sessions_expire_on_every_member_and_a_client_renews(tmp_path: Path) -> None:
-    async with _cluster(tmp_path, session_expiry=0.5) as cluster:
+    async with running_cluster(tmp_path, session_expiry=0.5) as cluster:
         leader = await leader_of(cluster)
         async with raft_trio.connect(list(cluster.members.values()), timeout=10) as client:
             await client.set("a", "1")
@@ -240,7 +225,7 @@ async def test_a_retry_after_the_session_expired_raises_session_expired(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Long enough that the session outlives the pause between the two writes.
-    async with _cluster(tmp_path, session_expiry=1.0) as cluster:
+    async with running_cluster(tmp_path, session_expiry=1.0) as cluster:
         leader = await leader_of(cluster)
         real_call = _Connection.call
         lose = False
@@ -263,7 +248,7 @@ async def test_a_retry_after_the_session_expired_raises_session_expired(
 
 
 async def test_a_leader_proposes_no_expiry_while_sessions_are_active(tmp_path: Path) -> None:
-    async with _cluster(tmp_path, session_expiry=2.0) as cluster:
+    async with running_cluster(tmp_path, session_expiry=2.0) as cluster:
         leader = await leader_of(cluster)
         async with raft_trio.connect(list(cluster.members.values()), timeout=10) as client:
             await client.set("a", "1")
