@@ -126,16 +126,28 @@ async def test_replace_every_member_one_by_one_while_a_client_writes(tmp_path: P
                         written.append(f"w{n}")
                         n += 1
 
+        async def writes_go_on(count: int) -> None:
+            # Wait for the writer to complete more writes, so that every step
+            # of the replacement happens while writes are flowing, however
+            # fast or slow the machine is.
+            target = len(written) + count
+            with trio.fail_after(10):
+                while len(written) < target:
+                    await trio.sleep(0.005)
+
         writes = await nursery.start(writer)
         async with raft_trio.connect(list(everyone.values()), timeout=30) as admin:
+            await writes_go_on(5)
             for old_id, new_id in ((1, 4), (2, 5), (3, 6)):
                 await h.start(h.new(new_id, {}, address=everyone[new_id]))
                 await admin.add_member(new_id, everyone[new_id])
+                await writes_go_on(5)
                 await admin.remove_member(old_id)
                 with trio.fail_after(10):
                     await h.done[old_id].wait()
+                await writes_go_on(5)
             writes.cancel()
-            assert len(written) > 20
+            assert len(written) >= 35
             for key in written[:: max(1, len(written) // 20)]:
                 assert await admin.get(key) == key[1:]
             members = await admin.members()
