@@ -89,7 +89,27 @@ def test_kv_restore_replaces_rather_than_merges() -> None:
 
 
 HEADER = ["raft-trio-kv", 1, 2]
-GOOD = kv_bytes({"a": "1", "b": "2"})
+GOOD = items(HEADER, ["a", "1"], ["b", "2"])
+HEADER2 = ["raft-trio-kv", 2, 3]
+GOOD2 = kv_bytes({"a": "1", "b": "2", "c": "3"})
+
+
+def test_kv_snapshot_layout_is_version_2_in_chunks_of_4096_pairs() -> None:
+    data = {f"k{i}": i for i in range(4096 + 5)}
+    decoder = cbor2.CBORDecoder(io.BytesIO(kv_bytes(data)))
+    assert decoder.decode() == ["raft-trio-kv", 2, 4101]
+    first, second = decoder.decode(), decoder.decode()
+    assert len(first) == 2 * 4096 and first[:4] == ["k0", 0, "k1", 1]
+    assert second == [x for i in range(4096, 4101) for x in (f"k{i}", i)]
+    assert GOOD2 == items(HEADER2, ["a", "1", "b", "2", "c", "3"])
+
+
+def test_kv_restores_a_version_1_snapshot() -> None:
+    assert restore_all(io.BytesIO(GOOD)).data == {"a": "1", "b": "2"}
+    many = {f"k{i}": str(i) for i in range(5000)}
+    old = items(["raft-trio-kv", 1, len(many)], *([k, v] for k, v in many.items()))
+    restored = restore_all(io.BytesIO(old))
+    assert list(restored.data.items()) == list(many.items())
 
 
 @pytest.mark.parametrize(
@@ -98,7 +118,8 @@ GOOD = kv_bytes({"a": "1", "b": "2"})
         (b"", "ends before the header"),
         (b"\xff", "undecodable header"),
         (items(["other-sm", 1, 0]), "bad header"),
-        (items(["raft-trio-kv", 2, 0]), "unsupported format version"),
+        (items(["raft-trio-kv", 3, 0]), "unsupported format version"),
+        (items(["raft-trio-kv", 0, 0]), "unsupported format version"),
         (items(["raft-trio-kv", True, 0]), "unsupported format version"),
         (items(["raft-trio-kv", 1, -1]), "bad header"),
         (items(["raft-trio-kv", 1, "2"]), "bad header"),
@@ -111,6 +132,22 @@ GOOD = kv_bytes({"a": "1", "b": "2"})
         (items(HEADER, ["a", "1"], ["a", "2"]), "duplicate key 'a'"),
         (GOOD + b"\x00", "data after the 2 entries"),
         (GOOD[:-1], "ends before the entry 1 of 2"),
+        (items(HEADER2), "ends before the chunk from entry 0 of 3"),
+        (items(HEADER2, ["a", "1"]), "ends before the chunk from entry 1 of 3"),
+        (items(HEADER2, ["a", "1", "b"]), "the chunk from entry 0 is not a flat array"),
+        (items(HEADER2, []), "the chunk from entry 0 is not a flat array"),
+        (items(HEADER2, {"a": "1"}), "the chunk from entry 0 is not a flat array"),
+        (items(HEADER2, ["a", "1", "b", "2", "c", "3", "d", "4"]),
+         "not a flat array of at most 3 [key, value] pairs"),
+        (items(HEADER2, ["a", "1"], ["b", "2", "c", "3", "d", "4"]),
+         "the chunk from entry 1 is not a flat array of at most 2"),
+        (items(HEADER2, ["a", "1", ["b"], "2", "c", "3"]), "unhashable key at entry 1: ['b']"),
+        (items(HEADER2, ["a", "1"], ["b", "2", ("x", ["y"]), "3"]), "unhashable key at entry 2"),
+        (items(HEADER2, ["a", "1", "b", "2", "a", "3"]), "duplicate key 'a' at entry 2"),
+        (items(HEADER2, ["a", "1", "b", "2"], ["b", "3"]), "duplicate key 'b' at entry 2"),
+        (items(["raft-trio-kv", 2, 0], []), "data after the 0 entries"),
+        (GOOD2 + b"\x00", "data after the 3 entries"),
+        (GOOD2[:-1], "ends before the chunk from entry 0 of 3"),
     ],
 )
 def test_kv_restore_refuses_malformed_input_and_keeps_state(data: bytes, message: str) -> None:
