@@ -35,6 +35,7 @@ from typing import Any, BinaryIO
 import cbor2
 import trio
 
+from raft_trio.command_encoding import encode_command
 from raft_trio.core import (
     AppendEntries,
     Config,
@@ -526,10 +527,9 @@ class RaftServer:
             raise RuntimeError("the server is not running: use nursery.start(server.serve) first")
         if not commands:
             return []
-        dumps = cbor2.dumps
         stamped: tuple[int, int, int] | None = None
         try:
-            datas = list(map(dumps, commands))
+            datas = list(map(encode_command, commands))
             if session is not None:
                 client, seq = _check_session(session)
                 stamp = int(time.time() * 1000)
@@ -1861,7 +1861,7 @@ def _decode_entries(entries: Sequence[Entry], kinds: set[int]) -> tuple[list[Any
     a single call, which costs less than half of decoding each entry alone;
     if any entry is not valid CBOR, fall back to one at a time so that only
     that entry fails. Splicing relies on every such entry holding exactly one
-    CBOR item, which holds because each is made by its own cbor2.dumps call
+    CBOR item, which holds because each is made by its own encode_command call
     (a SESSION entry's by joining the encodings of the items of one array).
     """
     if kinds <= _DATA_KINDS:
