@@ -69,7 +69,11 @@ class _Connection:
 
     async def call(self, op: str, *args: Any) -> list[Any]:
         request_id = next(self.ids)
-        await send_frames(self.stream, [cbor2.dumps([request_id, op, *args])])
+        try:
+            request = cbor2.dumps([request_id, op, *args])
+        except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:
+            raise CommandError(f"request cannot be encoded as CBOR: {exc}") from None
+        await send_frames(self.stream, [request])
         frame = await self.reader.read_frame()
         if frame is None:
             raise trio.BrokenResourceError(f"{self.address} closed the connection")

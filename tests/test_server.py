@@ -14,7 +14,15 @@ import pytest
 import trio
 
 import raft_trio
-from raft_trio import KVStateMachine, NotLeader, RaftServer, Role, SnapshotPolicy, Timing
+from raft_trio import (
+    CommandError,
+    KVStateMachine,
+    NotLeader,
+    RaftServer,
+    Role,
+    SnapshotPolicy,
+    Timing,
+)
 from raft_trio.core import Heartbeat
 from raft_trio.transport import encode_message, send_frames
 from stress.cluster import InProcessCluster, free_ports
@@ -111,6 +119,27 @@ async def test_leader_loss_elects_a_new_leader_and_keeps_data(cluster: InProcess
         await client.set("after", "yes")
         assert await client.get("k42") == "before"
         assert await client.get("after") == "yes"
+
+
+async def test_client_commands_of_every_shape_reach_the_state_machine(
+    cluster: InProcessCluster,
+) -> None:
+    await leader_of(cluster)
+    async with raft_trio.connect(list(cluster.members.values()), timeout=15) as client:
+        results = await client.propose([
+            ["set", "plain", "v"],
+            ["set", "ключ", "🙂" * 70],  # 280 bytes: past the fast path's table
+            ["cas", "plain", "v", "w"],
+            ["set", "n", 1],
+            ("set", "tuple", "t"),
+            ["get", "plain"],
+        ])
+        assert results == [None, None, True, None, None, "w"]
+        assert await client.get("ключ") == "🙂" * 70
+        assert await client.get("tuple") == "t"
+        with pytest.raises(CommandError, match="cannot be encoded as CBOR"):
+            await client.propose([["set", "k", object()]])
+        await client.set("after", "fine")
 
 
 async def test_restarted_follower_catches_up(cluster: InProcessCluster) -> None:
