@@ -1,4 +1,5 @@
-"""`make bench`: the stress command three times with --processes; median entries/s, peak RSS.
+"""`make bench`: the stress command three times with --processes; median entries/s,
+CPU time per entry and peak RSS.
 
 Usage: python stress/bench.py [--entries N] [--runs R] [extra stress options...]
 """
@@ -13,6 +14,7 @@ import sys
 
 RATE = re.compile(r"throughput ([\d,]+) entries/s")
 RSS = re.compile(r"member (\d+): (\d+) MiB")
+CPU = re.compile(r"CPU ([\d.]+) us/entry \(members ([\d./]+), clients ([\d.]+)\)")
 
 
 def main() -> int:
@@ -26,6 +28,7 @@ def main() -> int:
     ]
     print("$", " ".join(command[2:]), flush=True)
     rates: list[float] = []
+    cpus: list[float] = []
     peak: dict[int, int] = {}
     failed = 0
     for run in range(1, args.runs + 1):
@@ -34,15 +37,21 @@ def main() -> int:
         match = RATE.search(out)
         rate = float(match.group(1).replace(",", "")) if match else 0.0
         rates.append(rate)
+        # The step's line may be wrapped to the terminal's width.
+        cpu = CPU.search(" ".join(out.split()))
+        cpus.append(float(cpu.group(1)) if cpu else 0.0)
         rss_line = out.split("peak RSS per server:")[-1].split("\n")[0]
         for member, mib in RSS.findall(rss_line):
             peak[int(member)] = max(peak.get(int(member), 0), int(mib))
         verdict = "all steps passed" if proc.returncode == 0 else "FAILED"
         failed += proc.returncode != 0
-        print(f"run {run}: {rate:,.0f} entries/s, {verdict}", flush=True)
+        where = (f" (members {cpu.group(2)}, clients {cpu.group(3)})") if cpu else ""
+        print(f"run {run}: {rate:,.0f} entries/s, CPU {cpus[-1]:.1f} us/entry{where}, {verdict}",
+              flush=True)
         if proc.returncode != 0:
             print(out[-3000:], proc.stderr[-3000:], sep="\n")
-    print(f"median: {statistics.median(rates):,.0f} entries/s over {args.runs} runs")
+    print(f"median: {statistics.median(rates):,.0f} entries/s, "
+          f"CPU {statistics.median(cpus):.1f} us/entry over {args.runs} runs")
     shown = ", ".join(f"member {m}: {v} MiB" for m, v in sorted(peak.items()))
     print(f"peak RSS per server: {shown}")
     return 1 if failed else 0

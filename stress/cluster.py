@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -74,6 +75,11 @@ class Cluster:
 
     def peak_rss(self) -> dict[int, int]:
         """Peak resident memory per member in bytes, where it can be measured."""
+        return {}
+
+    def cpu_seconds(self) -> dict[int, float]:
+        """CPU time (user + system) each running member process has used so far;
+        empty when the members run in this process."""
         return {}
 
     def disk_usage(self) -> dict[int, int]:
@@ -201,6 +207,21 @@ class ProcessCluster(Cluster):
         for node_id, proc in self.procs.items():
             self.rss[node_id] = max(self.rss.get(node_id, 0), _peak_rss(proc.pid))
         return dict(self.rss)
+
+    def cpu_seconds(self) -> dict[int, float]:
+        used = {node_id: _cpu_seconds(proc.pid) for node_id, proc in self.procs.items()}
+        return {node_id: seconds for node_id, seconds in used.items() if seconds is not None}
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a process from /proc (Linux), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            # The command name in parentheses may hold spaces: split after it.
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _peak_rss(pid: int) -> int:

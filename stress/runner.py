@@ -242,6 +242,7 @@ class Checklist:
             ]
             for client_id, quota in enumerate(quotas)
         ]
+        cpu_before, members_before = time.process_time(), self.cluster.cpu_seconds()
         started = time.perf_counter()
 
         async def run_client(client_id: int, quota: int) -> None:
@@ -263,11 +264,25 @@ class Checklist:
                 if self.o.reconfigure:
                     nursery.start_soon(self.reconfigure)
         elapsed = time.perf_counter() - started
+        cpu = self.cpu_per_entry(time.process_time() - cpu_before, members_before)
         self.throughput = self.o.entries / elapsed
         p50, p99 = _percentiles(latencies)
         return (f"{self.o.entries} entries in {elapsed:.2f}s: {self.throughput:,.0f} entries/s; "
-                f"batch latency p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms"
+                f"batch latency p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms; {cpu}"
                 + self.reconfigured)
+
+    def cpu_per_entry(self, here: float, members_before: dict[int, float]) -> str:
+        """CPU time spent per entry inserted, in all and by process: what the
+        machine's cores had to give for the throughput."""
+        members_after = self.cluster.cpu_seconds()
+        members = {i: members_after[i] - members_before[i]
+                   for i in members_after if i in members_before}
+        us = 1e6 / self.o.entries
+        if not members:
+            return f"CPU {here * us:.1f} us/entry (members and clients in this process)"
+        total = here + sum(members.values())
+        each = "/".join(f"{members[i] * us:.1f}" for i in sorted(members))
+        return f"CPU {total * us:.1f} us/entry (members {each}, clients {here * us:.1f})"
 
     async def reconfigure(self) -> None:
         """While the clients write: a new member joins, takes over leadership, and the
