@@ -101,3 +101,78 @@ def unpack_entries(blob: bytes) -> list[Entry]:
     datas = [bytes(view[a:b]) for a, b in pairwise(offsets)]
     indexes = range(first, first + count)
     return list(map(_new_entry, zip(indexes, terms, kinds, datas, strict=True)))
+
+
+def packed_range(blob: bytes) -> tuple[int, int]:
+    """(first index, count) of a packed batch, from its header alone."""
+    if len(blob) < _HEADER.size:
+        raise PackError(f"packed entries too short: {len(blob)} bytes")
+    first, count, _ = _HEADER.unpack_from(blob, 0)
+    return first, count
+
+
+class PackCache:
+    """Recently packed runs of entries, so a run is packed once for every peer
+    that gets it and for the WAL, and a follower writes a batch to its WAL in
+    the very bytes it arrived in.
+
+    A run is known by its first index and its last entry's index and term:
+    two runs that agree on those hold the same entries (the Log Matching
+    property), so a run packed from one log serves any log holding that entry.
+    """
+
+    def __init__(self, capacity: int = 64) -> None:
+        self._capacity = capacity
+        # Oldest first, for eviction.
+        self._runs: dict[tuple[int, int, int], bytes] = {}
+        # first index -> [(last index, last term)] of the runs starting there.
+        self._by_first: dict[int, list[tuple[int, int]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def remember(self, entries: Sequence[Entry], packed: bytes) -> None:
+        """Note that `packed` is pack_entries(entries) (entries non-empty)."""
+        last = entries[-1]
+        key = (entries[0].index, last.index, last.term)
+        if key in self._runs:
+            return
+        if len(self._runs) >= self._capacity:
+            old = next(iter(self._runs))
+            del self._runs[old]
+            ends = self._by_first[old[0]]
+            ends.remove(old[1:])
+            if not ends:
+                del self._by_first[old[0]]
+        self._runs[key] = packed
+        self._by_first.setdefault(key[0], []).append(key[1:])
+
+    def pack(self, entries: Sequence[Entry]) -> bytes:
+        """pack_entries(entries) (non-empty), from the cache when that run was packed."""
+        last = entries[-1]
+        packed = self._runs.get((entries[0].index, last.index, last.term))
+        if packed is None:
+            packed = pack_entries(entries)
+            self.remember(entries, packed)
+        return packed
+
+    def pieces(self, entries: Sequence[Entry]) -> list[bytes]:
+        """Packed batches that together hold `entries` (non-empty) in order: the
+        longest cached run at each point, and one new batch for the rest."""
+        out: list[bytes] = []
+        base = entries[0].index
+        n = len(entries)
+        i = 0
+        while i < n:
+            start = entries[i].index
+            best = 0
+            for last, term in self._by_first.get(start, ()):
+                at = last - base
+                if best < last and at < n and entries[at].term == term:
+                    best = last
+            if not best:
+                out.append(self.pack(entries[i:]))
+                break
+            out.append(self._runs[(start, best, entries[best - base].term)])
+            i = best - base + 1
+        return out

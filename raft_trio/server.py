@@ -54,7 +54,7 @@ from raft_trio.core import (
     TransferInProgress,
 )
 from raft_trio.core.progress import Progress
-from raft_trio.encoding import pack_entries
+from raft_trio.encoding import PackCache
 from raft_trio.errors import (
     CommandError,
     LeadershipLost,
@@ -363,7 +363,12 @@ class RaftServer:
             "snapshots_sent": 0, "snapshot_bytes_sent": 0,
             "snapshots_installed": 0, "snapshot_bytes_received": 0,
         }
-        self._packed: dict[tuple[int, int, int], bytes] = {}
+        # Entries packed for one peer, reused for the others; on a follower,
+        # entries as they came from the leader, written to the WAL as they are.
+        # (A leader's WAL writes and its messages rarely cover the same run:
+        # with one message in flight per peer, a message carries the entries
+        # of several writes.)
+        self._packs = PackCache()
         self._outboxes: dict[int, _Outbox] = {}
         self._inbox_send: trio.MemorySendChannel[Any] | None = None
         self._durable: tuple[int, int] | None = None
@@ -1203,7 +1208,7 @@ class RaftServer:
                 if queued.snapshot is not None:
                     # Everything queued before the marker is written before it.
                     if marker is not None or hard_state is not None or entries:
-                        writes.append((marker, hard_state, entries))
+                        writes.append(self._write(marker, hard_state, entries))
                         hard_state, entries = None, []
                     marker = queued.snapshot
                 if queued.hard_state is not None:
@@ -1212,7 +1217,7 @@ class RaftServer:
                     _merge_entries(entries, queued.entries)
                 compact_upto = max(compact_upto, queued.compact_upto)
             if marker is not None or hard_state is not None or entries:
-                writes.append((marker, hard_state, entries))
+                writes.append(self._write(marker, hard_state, entries))
             if writes:
                 await syncer.run(_write_and_sync, wal, writes)
                 self.counters["fsyncs"] += 1
@@ -1232,6 +1237,11 @@ class RaftServer:
                     pass  # the loop is busy and will see self._durable on its next pass
             for queued in batch:
                 self._route(queued.messages)
+
+    def _write(self, marker: SnapshotRef | None, hard_state: HardState | None,
+               entries: list[Entry]) -> _Write:
+        # Packed here, in trio's thread, because the cache is not thread-safe.
+        return marker, hard_state, entries, self._packs.pieces(entries) if entries else None
 
     # --------------------------------------------------------------- applier
 
@@ -1647,17 +1657,7 @@ class RaftServer:
         """Encode for the wire, packing a run of entries once for all the peers that get it."""
         if type(msg) is not AppendEntries or not msg.entries:
             return encode_message(msg)
-        first, last = msg.entries[0], msg.entries[-1]
-        # Same range, same last term: the same entries (the Log Matching property).
-        key = (first.index, last.index, last.term)
-        cache = self._packed
-        packed = cache.get(key)
-        if packed is None:
-            packed = pack_entries(msg.entries)
-            if len(cache) >= 64:
-                cache.pop(next(iter(cache)))
-            cache[key] = packed
-        return encode_message(msg, packed)
+        return encode_message(msg, self._packs.pack(msg.entries))
 
     # -------------------------------------------------------------- listener
 
@@ -1715,7 +1715,7 @@ class RaftServer:
         async for frame in reader:
             if peer in self._cut:
                 continue  # fault injection: as if the frame were lost on the way
-            msg = decode_message(frame)
+            msg = decode_message(frame, self._packs)
             if msg.dst != node_id or msg.src != peer:
                 raise CodecError(
                     f"message from {msg.src} to {msg.dst} on member {peer}'s connection "
@@ -2057,13 +2057,14 @@ def _raise_refusal(results: list[Any], session: tuple[int, int, int]) -> None:
                            f"cluster has seen from it: not applied")
 
 
-_Write = tuple[SnapshotRef | None, HardState | None, list[Entry]]
+# What one WAL append holds; the entries also packed (PackCache.pieces).
+_Write = tuple[SnapshotRef | None, HardState | None, list[Entry], list[bytes] | None]
 
 
 def _write_and_sync(wal: WAL, writes: list[_Write]) -> None:
-    for marker, hard_state, entries in writes:
+    for marker, hard_state, entries, packed in writes:
         snapshot_marker = (marker.index, marker.term) if marker is not None else None
-        wal.append(hard_state, entries, snapshot_marker=snapshot_marker)
+        wal.append(hard_state, entries, snapshot_marker=snapshot_marker, packed=packed)
     wal.sync()
 
 

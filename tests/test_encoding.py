@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from raft_trio.core.messages import Entry
-from raft_trio.encoding import PackError, pack_entries, unpack_entries
+from raft_trio.encoding import PackCache, PackError, pack_entries, unpack_entries
 
 
 @st.composite
@@ -55,3 +55,77 @@ def test_empty_batch() -> None:
     assert unpack_entries(pack_entries([])) == []
     with pytest.raises(PackError):
         unpack_entries(pack_entries([]) + b"x")
+
+
+# --- the cache of packed runs ----------------------------------------------------------
+
+
+def run(first: int, last: int, term: int = 1) -> list[Entry]:
+    return [Entry(i, term, 0, b"%d/%d" % (i, term)) for i in range(first, last + 1)]
+
+
+def test_a_run_is_packed_once() -> None:
+    cache = PackCache()
+    first = cache.pack(run(1, 10))
+    assert first == pack_entries(run(1, 10))
+    assert cache.pack(run(1, 10)) is first
+    assert cache.pack(tuple(run(1, 10))) is first
+    assert len(cache) == 1
+
+
+def test_another_term_at_the_last_index_is_another_run() -> None:
+    cache = PackCache()
+    old = cache.pack(run(1, 10, term=1))
+    new = cache.pack(run(1, 10, term=2))
+    assert new is not old and unpack_entries(new) == run(1, 10, term=2)
+
+
+def test_pieces_reuse_remembered_runs_longest_first() -> None:
+    cache = PackCache()
+    a, b = pack_entries(run(1, 4)), pack_entries(run(5, 9))
+    cache.remember(run(1, 4), a)
+    cache.remember(run(1, 2), pack_entries(run(1, 2)))
+    cache.remember(run(5, 9), b)
+    cache.remember(run(5, 20), pack_entries(run(5, 20)))  # longer than what is asked
+    pieces = cache.pieces(run(1, 12))
+    assert pieces[:2] == [a, b]
+    assert pieces[2] == pack_entries(run(10, 12))
+    assert [e for p in pieces for e in unpack_entries(p)] == run(1, 12)
+    assert cache.pieces(run(10, 12)) == [pieces[2]]  # the new batch was remembered
+
+
+def test_pieces_skip_a_run_whose_last_term_differs() -> None:
+    cache = PackCache()
+    cache.remember(run(1, 5, term=1), pack_entries(run(1, 5, term=1)))
+    mixed = run(1, 3, term=1) + run(4, 6, term=2)  # a new leader rewrote 4..5
+    assert cache.pieces(mixed) == [pack_entries(mixed)]
+
+
+@given(st.lists(st.tuples(st.integers(1, 30), st.integers(0, 10), st.integers(1, 3)),
+                max_size=20),
+       st.integers(1, 30), st.integers(0, 15), st.integers(1, 3))
+def test_pieces_always_hold_exactly_the_entries(
+    remembered: list[tuple[int, int, int]], first: int, extra: int, term: int
+) -> None:
+    # Every entry's term is a function of its index and the run's term, as in
+    # logs that obey Log Matching: same index and term, same entry.
+    def log(a: int, b: int, t: int) -> list[Entry]:
+        return [Entry(i, t, 0, b"%d/%d" % (i, t)) for i in range(a, b + 1)]
+
+    cache = PackCache(capacity=8)
+    for a, length, t in remembered:
+        cache.remember(log(a, a + length, t), pack_entries(log(a, a + length, t)))
+    wanted = log(first, first + extra, term)
+    pieces = cache.pieces(wanted)
+    assert [e for p in pieces for e in unpack_entries(p)] == wanted
+    assert len(cache) <= 8
+
+
+def test_the_oldest_runs_are_forgotten() -> None:
+    cache = PackCache(capacity=2)
+    one = cache.pack(run(1, 1))
+    cache.pack(run(2, 2))
+    cache.pack(run(3, 3))
+    assert len(cache) == 2
+    assert cache.pack(run(1, 1)) is not one  # packed again
+    assert cache.pieces(run(2, 3)) == [pack_entries(run(2, 3))]  # 2 was forgotten

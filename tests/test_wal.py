@@ -12,7 +12,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from raft_trio.core.messages import Entry, EntryKind, HardState
-from raft_trio.encoding import unpack_entries
+from raft_trio.encoding import pack_entries, unpack_entries
 from raft_trio.storage import WAL, WALCorruption, WALState
 
 SEG1 = "wal-0000000000000001.log"
@@ -103,6 +103,32 @@ def test_encode_rejects_non_contiguous_batches(tmp_path: Path) -> None:
         wal.encode(None, [entries(1, 1)[0], entries(3, 3)[0]])
     with pytest.raises(ValueError):
         wal.encode(None, entries(0, 1))
+    wal.close()
+
+
+def test_entries_already_packed_are_written_as_they_are(tmp_path: Path) -> None:
+    wal, _ = WAL.open(tmp_path)
+    pieces = [pack_entries(entries(1, 3)), pack_entries(entries(4, 4)), pack_entries(entries(5, 9))]
+    data = wal.encode(HardState(1, None, 9), entries(1, 9), packed=pieces)
+    assert data == wal.encode(None, entries(1, 3)) + wal.encode(None, entries(4, 4)) + wal.encode(
+        HardState(1, None, 9), entries(5, 9))
+    wal.write(data)
+    wal.close()
+    assert reopen(tmp_path) == WALState(HardState(1, None, 9), entries(1, 9))
+
+
+@pytest.mark.parametrize(("pieces", "message"), [
+    ([(2, 9)], "expected a batch from index 1"),
+    ([(1, 3), (5, 9)], "expected a batch from index 4"),
+    ([(1, 3), (4, 8)], "end at index 8, the entries at 9"),
+    ([(1, 9), (10, 10)], "end at index 10, the entries at 9"),
+])
+def test_packed_batches_must_cover_the_entries_exactly(
+    tmp_path: Path, pieces: list[tuple[int, int]], message: str
+) -> None:
+    wal, _ = WAL.open(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        wal.encode(None, entries(1, 9), packed=[pack_entries(entries(a, b)) for a, b in pieces])
     wal.close()
 
 

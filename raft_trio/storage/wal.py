@@ -44,7 +44,7 @@ from typing import Any
 import cbor2
 
 from raft_trio.core.messages import Entry, HardState
-from raft_trio.encoding import pack_entries, unpack_entries
+from raft_trio.encoding import pack_entries, packed_range, unpack_entries
 
 __all__ = ["WAL", "WALCorruption", "WALState"]
 
@@ -459,6 +459,7 @@ class WAL:
         hard_state: HardState | None,
         entries: Sequence[Entry],
         snapshot_marker: tuple[int, int] | None = None,
+        packed: Sequence[bytes] | None = None,
     ) -> bytes:
         """Serialise one append into record bytes for `write`.
 
@@ -466,6 +467,8 @@ class WAL:
         first, since entries appended with it continue after the snapshot.
         Entries go before the hard state, so a torn write can lose the
         commit index update but never leave commit pointing past the log.
+        `packed`, when given, is `entries` already packed, in one or more
+        consecutive batches (from PackCache.pieces): one record each.
         """
         parts: list[bytes] = []
         if snapshot_marker is not None:
@@ -476,8 +479,12 @@ class WAL:
         if entries:
             if entries[0].index < 1:
                 raise ValueError("entry indices start at 1")
-            # pack_entries refuses a batch that is not consecutive.
-            parts.append(_frame(cbor2.dumps([_KIND_ENTRIES, pack_entries(entries)])))
+            if packed is None:
+                # pack_entries refuses a batch that is not consecutive.
+                packed = (pack_entries(entries),)
+            else:
+                _check_pieces(entries, packed)
+            parts.extend(_frame(cbor2.dumps([_KIND_ENTRIES, blob])) for blob in packed)
         if hard_state is not None:
             parts.append(_hard_state_record(hard_state))
         return b"".join(parts)
@@ -519,8 +526,9 @@ class WAL:
         hard_state: HardState | None,
         entries: Sequence[Entry],
         snapshot_marker: tuple[int, int] | None = None,
+        packed: Sequence[bytes] | None = None,
     ) -> None:
-        self.write(self.encode(hard_state, entries, snapshot_marker))
+        self.write(self.encode(hard_state, entries, snapshot_marker, packed))
 
     def compact(self, upto: int) -> int:
         """Delete the oldest segments that hold nothing above index `upto`; return bytes freed.
@@ -601,6 +609,21 @@ class WAL:
         _fsync_dir(self._dir)
         if self._hard_state is not None:
             self._write_all(_hard_state_record(self._hard_state))
+
+
+def _check_pieces(entries: Sequence[Entry], packed: Sequence[bytes]) -> None:
+    """Refuse packed batches that do not cover exactly the indexes of `entries`
+    (from the headers alone: what the batches hold is the caller's word)."""
+    expected = entries[0].index
+    for blob in packed:
+        first, count = packed_range(blob)
+        if first != expected or count < 1:
+            raise ValueError(f"packed batch of {count} from index {first}: expected a batch "
+                             f"from index {expected}")
+        expected += count
+    if expected != entries[-1].index + 1:
+        raise ValueError(f"packed batches end at index {expected - 1}, the entries at "
+                         f"{entries[-1].index}")
 
 
 def _scan_records(data: bytes) -> tuple[HardState | None, int]:

@@ -34,7 +34,7 @@ from raft_trio.core.messages import (
     RequestVoteResponse,
     TimeoutNow,
 )
-from raft_trio.encoding import PackError, pack_entries, unpack_entries
+from raft_trio.encoding import PackCache, PackError, pack_entries, unpack_entries
 from raft_trio.transport.chunks import SnapshotAck, SnapshotChunk
 
 __all__ = ["WIRE_TAGS", "CodecError", "PeerMessage", "decode_message", "encode_message"]
@@ -128,8 +128,12 @@ def encode_message(msg: PeerMessage, packed_entries: bytes | None = None) -> byt
     return cbor2.dumps((tag, *getter(msg)))
 
 
-def decode_message(payload: bytes) -> PeerMessage:
-    """Decode one message; raise CodecError, and nothing else, on bad input."""
+def decode_message(payload: bytes, packs: PackCache | None = None) -> PeerMessage:
+    """Decode one message; raise CodecError, and nothing else, on bad input.
+
+    The packed entries of an AppendEntries are remembered in `packs`, if
+    given, so that they can be written to the WAL as they came.
+    """
     raw = _load(payload)
     if type(raw) is not list or not raw:
         raise CodecError(f"expected a non-empty CBOR array, got {_describe(raw)}")
@@ -147,7 +151,11 @@ def decode_message(payload: bytes) -> PeerMessage:
     if tuple(map(type, values)) != spec.wire_types:
         raise CodecError(_explain_fields(spec, values))
     if spec.entries_pos >= 0:
-        values[spec.entries_pos] = _decode_entries(values[spec.entries_pos], values)
+        packed = values[spec.entries_pos]
+        entries = _decode_entries(packed, values)
+        values[spec.entries_pos] = entries
+        if packs is not None and entries:
+            packs.remember(entries, packed)
     return spec.cls(*values)
 
 
