@@ -103,26 +103,34 @@ def unpack_entries(blob: bytes) -> list[Entry]:
     return list(map(_new_entry, zip(indexes, terms, kinds, datas, strict=True)))
 
 
-def packed_range(blob: bytes) -> tuple[int, int]:
-    """(first index, count) of a packed batch, from its header alone."""
-    if len(blob) < _HEADER.size:
-        raise PackError(f"packed entries too short: {len(blob)} bytes")
-    first, count, _ = _HEADER.unpack_from(blob, 0)
-    return first, count
+def packed_span(blob: bytes) -> tuple[int, int, int]:
+    """(first index, count, last entry's term) of a packed batch, from its header."""
+    size = len(blob)
+    if size < _HEADER.size:
+        raise PackError(f"packed entries too short: {size} bytes")
+    first, count, nruns = _HEADER.unpack_from(blob, 0)
+    if count < 1 or nruns < 1 or size < _HEADER.size + nruns * _RUN.size:
+        raise PackError(f"not a non-empty packed batch: {count} entries, {nruns} runs")
+    last_term, _ = _RUN.unpack_from(blob, _HEADER.size + (nruns - 1) * _RUN.size)
+    return first, count, last_term
 
 
 class PackCache:
     """Recently packed runs of entries, so a run is packed once for every peer
-    that gets it and for the WAL, and a follower writes a batch to its WAL in
-    the very bytes it arrived in.
+    that gets it, and a follower writes a batch to its WAL in the very bytes
+    it arrived in.
 
     A run is known by its first index and its last entry's index and term:
     two runs that agree on those hold the same entries (the Log Matching
     property), so a run packed from one log serves any log holding that entry.
+    Bounded by count and by bytes: a catching-up follower gets batches of up
+    to 8 MiB.
     """
 
-    def __init__(self, capacity: int = 64) -> None:
+    def __init__(self, capacity: int = 64, max_bytes: int = 16 * 1024 * 1024) -> None:
         self._capacity = capacity
+        self._max_bytes = max_bytes
+        self._bytes = 0
         # Oldest first, for eviction.
         self._runs: dict[tuple[int, int, int], bytes] = {}
         # first index -> [(last index, last term)] of the runs starting there.
@@ -135,16 +143,18 @@ class PackCache:
         """Note that `packed` is pack_entries(entries) (entries non-empty)."""
         last = entries[-1]
         key = (entries[0].index, last.index, last.term)
-        if key in self._runs:
+        if key in self._runs or len(packed) > self._max_bytes:
             return
-        if len(self._runs) >= self._capacity:
+        while self._runs and (len(self._runs) >= self._capacity
+                              or self._bytes + len(packed) > self._max_bytes):
             old = next(iter(self._runs))
-            del self._runs[old]
+            self._bytes -= len(self._runs.pop(old))
             ends = self._by_first[old[0]]
             ends.remove(old[1:])
             if not ends:
                 del self._by_first[old[0]]
         self._runs[key] = packed
+        self._bytes += len(packed)
         self._by_first.setdefault(key[0], []).append(key[1:])
 
     def pack(self, entries: Sequence[Entry]) -> bytes:
@@ -157,9 +167,12 @@ class PackCache:
         return packed
 
     def pieces(self, entries: Sequence[Entry]) -> list[bytes]:
-        """Packed batches that together hold `entries` (non-empty) in order: the
-        longest cached run at each point, and one new batch for the rest."""
+        """Cached packed runs that together hold a prefix of `entries`, in order,
+        taking the longest run at each point; packs nothing (the caller packs
+        what they leave)."""
         out: list[bytes] = []
+        if not entries:
+            return out
         base = entries[0].index
         n = len(entries)
         i = 0
@@ -171,7 +184,6 @@ class PackCache:
                 if best < last and at < n and entries[at].term == term:
                     best = last
             if not best:
-                out.append(self.pack(entries[i:]))
                 break
             out.append(self._runs[(start, best, entries[best - base].term)])
             i = best - base + 1

@@ -84,7 +84,7 @@ from raft_trio.transport import (
     CodecError,
     FrameError,
     FrameReader,
-    decode_message,
+    decode_message_packed,
     encode_message,
     send_frames,
 )
@@ -1240,8 +1240,9 @@ class RaftServer:
 
     def _write(self, marker: SnapshotRef | None, hard_state: HardState | None,
                entries: list[Entry]) -> _Write:
-        # Packed here, in trio's thread, because the cache is not thread-safe.
-        return marker, hard_state, entries, self._packs.pieces(entries) if entries else None
+        # The cache is looked up here, in trio's thread (it is not thread-safe);
+        # whatever it does not hold is packed by the WAL in the writer's thread.
+        return marker, hard_state, entries, self._packs.pieces(entries)
 
     # --------------------------------------------------------------- applier
 
@@ -1715,12 +1716,14 @@ class RaftServer:
         async for frame in reader:
             if peer in self._cut:
                 continue  # fault injection: as if the frame were lost on the way
-            msg = decode_message(frame, self._packs)
+            msg, packed = decode_message_packed(frame)
             if msg.dst != node_id or msg.src != peer:
                 raise CodecError(
                     f"message from {msg.src} to {msg.dst} on member {peer}'s connection "
                     f"to member {node_id}"
                 )
+            if packed is not None and type(msg) is AppendEntries:
+                self._packs.remember(msg.entries, packed)
             self.counters["messages_received"] += 1
             self._last_heard[peer] = trio.current_time()
             if type(msg) is SnapshotChunk:
@@ -2057,8 +2060,8 @@ def _raise_refusal(results: list[Any], session: tuple[int, int, int]) -> None:
                            f"cluster has seen from it: not applied")
 
 
-# What one WAL append holds; the entries also packed (PackCache.pieces).
-_Write = tuple[SnapshotRef | None, HardState | None, list[Entry], list[bytes] | None]
+# What one WAL append holds, and a prefix of its entries already packed.
+_Write = tuple[SnapshotRef | None, HardState | None, list[Entry], list[bytes]]
 
 
 def _write_and_sync(wal: WAL, writes: list[_Write]) -> None:

@@ -22,7 +22,7 @@ from raft_trio.core.messages import (
     RequestVoteResponse,
     TimeoutNow,
 )
-from raft_trio.encoding import PackCache, pack_entries
+from raft_trio.encoding import pack_entries
 from raft_trio.transport import codec
 from raft_trio.transport.chunks import SnapshotAck, SnapshotChunk
 from raft_trio.transport.codec import (
@@ -413,13 +413,14 @@ def test_index_zero_is_refused() -> None:
     assert_rejected(append_entries_with(bytes(packed), prev_index=-1), "bad packed entries header")
 
 
-def test_received_entries_are_remembered_packed_as_they_came() -> None:
+def test_an_appends_entries_come_back_packed_as_they_came() -> None:
     entries = tuple(Entry(i, 2, 0, b"x%d" % i) for i in range(5, 9))
     packed = pack_entries(entries)
     frame = codec.encode_message(AppendEntries(2, 1, 3, 4, 2, entries, 4), packed)
-    packs = PackCache()
-    msg = codec.decode_message(frame, packs)
+    msg, got = codec.decode_message_packed(frame)
     assert isinstance(msg, AppendEntries) and msg.entries == entries
-    assert packs.pieces(list(entries)) == [packed]
-    codec.decode_message(codec.encode_message(AppendEntries(2, 1, 3, 8, 2, (), 4)), packs)
-    assert len(packs) == 1  # a heartbeat-like append adds nothing
+    assert got == packed
+    assert codec.decode_message_packed(
+        codec.encode_message(AppendEntries(2, 1, 3, 8, 2, (), 4)))[1] is None
+    assert codec.decode_message_packed(
+        codec.encode_message(RequestVote(2, 1, 3, 8, 2)))[1] is None

@@ -7,7 +7,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from raft_trio.core.messages import Entry
-from raft_trio.encoding import PackCache, PackError, pack_entries, unpack_entries
+from raft_trio.encoding import (
+    PackCache,
+    PackError,
+    pack_entries,
+    packed_span,
+    unpack_entries,
+)
 
 
 @st.composite
@@ -88,36 +94,36 @@ def test_pieces_reuse_remembered_runs_longest_first() -> None:
     cache.remember(run(5, 9), b)
     cache.remember(run(5, 20), pack_entries(run(5, 20)))  # longer than what is asked
     pieces = cache.pieces(run(1, 12))
-    assert pieces[:2] == [a, b]
-    assert pieces[2] == pack_entries(run(10, 12))
-    assert [e for p in pieces for e in unpack_entries(p)] == run(1, 12)
-    assert cache.pieces(run(10, 12)) == [pieces[2]]  # the new batch was remembered
+    assert pieces[0] is a and pieces[1] is b and len(pieces) == 2  # 10..12: the caller's
+    assert cache.pieces(run(10, 12)) == []
+    assert len(cache) == 4  # pieces() remembers nothing
+    assert cache.pieces([]) == []
 
 
 def test_pieces_skip_a_run_whose_last_term_differs() -> None:
     cache = PackCache()
     cache.remember(run(1, 5, term=1), pack_entries(run(1, 5, term=1)))
     mixed = run(1, 3, term=1) + run(4, 6, term=2)  # a new leader rewrote 4..5
-    assert cache.pieces(mixed) == [pack_entries(mixed)]
+    assert cache.pieces(mixed) == []
 
 
 @given(st.lists(st.tuples(st.integers(1, 30), st.integers(0, 10), st.integers(1, 3)),
                 max_size=20),
        st.integers(1, 30), st.integers(0, 15), st.integers(1, 3))
-def test_pieces_always_hold_exactly_the_entries(
+def test_pieces_always_hold_a_prefix_of_the_entries(
     remembered: list[tuple[int, int, int]], first: int, extra: int, term: int
 ) -> None:
-    # Every entry's term is a function of its index and the run's term, as in
-    # logs that obey Log Matching: same index and term, same entry.
+    # Every entry is a function of its index and term, as in logs that obey
+    # Log Matching: same index and term, same entry.
     def log(a: int, b: int, t: int) -> list[Entry]:
         return [Entry(i, t, 0, b"%d/%d" % (i, t)) for i in range(a, b + 1)]
 
-    cache = PackCache(capacity=8)
+    cache = PackCache(capacity=8, max_bytes=2000)
     for a, length, t in remembered:
         cache.remember(log(a, a + length, t), pack_entries(log(a, a + length, t)))
     wanted = log(first, first + extra, term)
-    pieces = cache.pieces(wanted)
-    assert [e for p in pieces for e in unpack_entries(p)] == wanted
+    held = [e for p in cache.pieces(wanted) for e in unpack_entries(p)]
+    assert held == wanted[: len(held)]
     assert len(cache) <= 8
 
 
@@ -128,4 +134,27 @@ def test_the_oldest_runs_are_forgotten() -> None:
     cache.pack(run(3, 3))
     assert len(cache) == 2
     assert cache.pack(run(1, 1)) is not one  # packed again
-    assert cache.pieces(run(2, 3)) == [pack_entries(run(2, 3))]  # 2 was forgotten
+    assert cache.pieces(run(2, 3)) == []  # 2 was forgotten
+
+
+def test_the_cache_holds_at_most_max_bytes() -> None:
+    def hundred(first: int) -> list[Entry]:
+        return [Entry(i, 1, 0, b"x") for i in range(first, first + 100)]
+
+    size = len(pack_entries(hundred(1)))
+    cache = PackCache(max_bytes=2 * size + 10)
+    for first in (1, 101, 201):
+        cache.remember(hundred(first), pack_entries(hundred(first)))
+    assert len(cache) == 2 and cache.pieces(hundred(1)) == []
+    assert len(cache.pieces(hundred(101) + hundred(201))) == 2
+    too_big = [Entry(i, 1, 0, b"x") for i in range(1, 400)]
+    cache.remember(too_big, pack_entries(too_big))  # larger than the whole budget
+    assert len(cache) == 2 and cache.pieces(too_big) == []
+
+
+def test_packed_span_reads_the_header() -> None:
+    two_terms = run(5, 7, term=2) + run(8, 9, term=4)
+    assert packed_span(pack_entries(two_terms)) == (5, 5, 4)
+    for bad in (b"", pack_entries([]), pack_entries(run(1, 2))[:20]):
+        with pytest.raises(PackError):
+            packed_span(bad)

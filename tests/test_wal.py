@@ -12,7 +12,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from raft_trio.core.messages import Entry, EntryKind, HardState
-from raft_trio.encoding import pack_entries, unpack_entries
+from raft_trio.encoding import PackCache, pack_entries, unpack_entries
 from raft_trio.storage import WAL, WALCorruption, WALState
 
 SEG1 = "wal-0000000000000001.log"
@@ -108,28 +108,84 @@ def test_encode_rejects_non_contiguous_batches(tmp_path: Path) -> None:
 
 def test_entries_already_packed_are_written_as_they_are(tmp_path: Path) -> None:
     wal, _ = WAL.open(tmp_path)
-    pieces = [pack_entries(entries(1, 3)), pack_entries(entries(4, 4)), pack_entries(entries(5, 9))]
+    pieces = [pack_entries(entries(1, 3)), pack_entries(entries(4, 4))]
     data = wal.encode(HardState(1, None, 9), entries(1, 9), packed=pieces)
+    # The pieces as they are, then the rest packed, then the hard state.
     assert data == wal.encode(None, entries(1, 3)) + wal.encode(None, entries(4, 4)) + wal.encode(
         HardState(1, None, 9), entries(5, 9))
+    assert wal.encode(None, entries(1, 4), packed=pieces) == wal.encode(
+        None, entries(1, 3)) + wal.encode(None, entries(4, 4))
     wal.write(data)
     wal.close()
     assert reopen(tmp_path) == WALState(HardState(1, None, 9), entries(1, 9))
 
 
 @pytest.mark.parametrize(("pieces", "message"), [
-    ([(2, 9)], "expected a batch from index 1"),
-    ([(1, 3), (5, 9)], "expected a batch from index 4"),
-    ([(1, 3), (4, 8)], "end at index 8, the entries at 9"),
-    ([(1, 9), (10, 10)], "end at index 10, the entries at 9"),
+    ([entries(2, 9)], "does not continue 9 entries from index 1 at index 1"),
+    ([entries(1, 3), entries(5, 9)], "from index 5 does not continue"),
+    ([entries(1, 9), entries(10, 10)], "from index 10 does not continue"),
+    ([entries(1, 3, term=2)], "ending at index 3 has term 2, the entry term 1"),
 ])
-def test_packed_batches_must_cover_the_entries_exactly(
-    tmp_path: Path, pieces: list[tuple[int, int]], message: str
+def test_packed_batches_must_continue_the_entries(
+    tmp_path: Path, pieces: list[list[Entry]], message: str
 ) -> None:
     wal, _ = WAL.open(tmp_path)
     with pytest.raises(ValueError, match=message):
-        wal.encode(None, entries(1, 9), packed=[pack_entries(entries(a, b)) for a, b in pieces])
+        wal.encode(None, entries(1, 9), packed=[pack_entries(p) for p in pieces])
     wal.close()
+
+
+def _append(log: list[Entry], sent: list[Entry]) -> tuple[list[Entry], list[Entry]]:
+    """A follower's log after appending `sent` (which follows a matching entry), and
+    the entries the core hands to the disk writer: from the first new one on."""
+    for k, entry in enumerate(sent):
+        if entry.index <= len(log):
+            if log[entry.index - 1].term == entry.term:
+                continue
+            log = log[: entry.index - 1]  # a conflict: the tail goes
+        return log + sent[k:], sent[k:]
+    return log, []
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_a_follower_writes_what_it_appended_through_the_pack_cache(data: st.DataObject) -> None:
+    """Leaders of rising terms send runs of their logs; the follower remembers every
+    batch as it came (accepted or not), appends what matches, and writes through
+    PackCache.pieces what a disk writer would, merging the jobs queued together:
+    replaying the WAL always gives the follower's log."""
+    cache = PackCache(capacity=data.draw(st.integers(1, 8)))
+    follower: list[Entry] = []
+    leader: list[Entry] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        wal, _ = WAL.open(Path(tmp))
+        for term in range(1, data.draw(st.integers(2, 7))):
+            # A new leader holds a prefix of the old one's log, then its own entries.
+            leader = leader[: data.draw(st.integers(0, len(leader)))]
+            leader += [Entry(i, term, EntryKind.COMMAND, b"%d@%d" % (i, term))
+                       for i in range(len(leader) + 1, len(leader) + data.draw(st.integers(2, 9)))]
+            merged: list[Entry] = []
+            for _ in range(data.draw(st.integers(1, 5))):
+                start = data.draw(st.integers(1, len(leader)))
+                sent = leader[start - 1 : data.draw(st.integers(start, len(leader)))]
+                cache.remember(sent, pack_entries(sent))
+                prev_matches = start == 1 or (
+                    start - 1 <= len(follower) and follower[start - 2] == leader[start - 2])
+                if not prev_matches:
+                    continue  # rejected
+                follower, job = _append(follower, sent)
+                if job:
+                    cut = job[0].index - merged[0].index if merged else 0
+                    del merged[max(cut, 0):]
+                    merged.extend(job)
+                if merged and data.draw(st.booleans()):
+                    wal.append(None, merged, packed=cache.pieces(merged))
+                    merged = []
+            if merged:
+                wal.append(None, merged, packed=cache.pieces(merged))
+        wal.sync()
+        wal.close()
+        assert reopen(Path(tmp)).entries == follower
 
 
 def test_overwrite_truncates_conflicting_suffix(tmp_path: Path) -> None:

@@ -44,7 +44,7 @@ from typing import Any
 import cbor2
 
 from raft_trio.core.messages import Entry, HardState
-from raft_trio.encoding import pack_entries, packed_range, unpack_entries
+from raft_trio.encoding import pack_entries, packed_span, unpack_entries
 
 __all__ = ["WAL", "WALCorruption", "WALState"]
 
@@ -467,8 +467,9 @@ class WAL:
         first, since entries appended with it continue after the snapshot.
         Entries go before the hard state, so a torn write can lose the
         commit index update but never leave commit pointing past the log.
-        `packed`, when given, is `entries` already packed, in one or more
-        consecutive batches (from PackCache.pieces): one record each.
+        `packed` may hold a prefix of `entries` already packed, in consecutive
+        batches (from PackCache.pieces): each is written as its own record,
+        and only the entries after them are packed here.
         """
         parts: list[bytes] = []
         if snapshot_marker is not None:
@@ -479,12 +480,12 @@ class WAL:
         if entries:
             if entries[0].index < 1:
                 raise ValueError("entry indices start at 1")
-            if packed is None:
+            blobs = list(packed) if packed else []
+            covered = _check_pieces(entries, blobs)
+            if covered < len(entries):
                 # pack_entries refuses a batch that is not consecutive.
-                packed = (pack_entries(entries),)
-            else:
-                _check_pieces(entries, packed)
-            parts.extend(_frame(cbor2.dumps([_KIND_ENTRIES, blob])) for blob in packed)
+                blobs.append(pack_entries(entries[covered:]))
+            parts.extend(_frame(cbor2.dumps([_KIND_ENTRIES, blob])) for blob in blobs)
         if hard_state is not None:
             parts.append(_hard_state_record(hard_state))
         return b"".join(parts)
@@ -611,19 +612,23 @@ class WAL:
             self._write_all(_hard_state_record(self._hard_state))
 
 
-def _check_pieces(entries: Sequence[Entry], packed: Sequence[bytes]) -> None:
-    """Refuse packed batches that do not cover exactly the indexes of `entries`
-    (from the headers alone: what the batches hold is the caller's word)."""
-    expected = entries[0].index
+def _check_pieces(entries: Sequence[Entry], packed: Sequence[bytes]) -> int:
+    """How many of `entries` the packed batches hold, refusing batches that are not
+    consecutive from the first entry on or whose last terms differ from those
+    entries' (from the batches' headers: what they hold besides is the caller's word)."""
+    base = entries[0].index
+    covered = 0
     for blob in packed:
-        first, count = packed_range(blob)
-        if first != expected or count < 1:
-            raise ValueError(f"packed batch of {count} from index {first}: expected a batch "
-                             f"from index {expected}")
-        expected += count
-    if expected != entries[-1].index + 1:
-        raise ValueError(f"packed batches end at index {expected - 1}, the entries at "
-                         f"{entries[-1].index}")
+        first, count, last_term = packed_span(blob)
+        if first != base + covered or covered + count > len(entries):
+            raise ValueError(f"packed batch of {count} from index {first} does not continue "
+                             f"{len(entries)} entries from index {base} at index "
+                             f"{base + covered}")
+        covered += count
+        if entries[covered - 1].term != last_term:
+            raise ValueError(f"packed batch ending at index {base + covered - 1} has term "
+                             f"{last_term}, the entry term {entries[covered - 1].term}")
+    return covered
 
 
 def _scan_records(data: bytes) -> tuple[HardState | None, int]:

@@ -1,6 +1,12 @@
 """Wire format, framing and test networks for Raft messages."""
 
-from raft_trio.transport.codec import WIRE_TAGS, CodecError, decode_message, encode_message
+from raft_trio.transport.codec import (
+    WIRE_TAGS,
+    CodecError,
+    decode_message,
+    decode_message_packed,
+    encode_message,
+)
 from raft_trio.transport.framing import (
     DEFAULT_MAX_FRAME,
     FrameError,
@@ -20,6 +26,7 @@ __all__ = [
     "MemoryNetwork",
     "NetworkStats",
     "decode_message",
+    "decode_message_packed",
     "encode_message",
     "frame",
     "send_frames",

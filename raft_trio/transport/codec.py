@@ -34,7 +34,7 @@ from raft_trio.core.messages import (
     RequestVoteResponse,
     TimeoutNow,
 )
-from raft_trio.encoding import PackCache, PackError, pack_entries, unpack_entries
+from raft_trio.encoding import PackError, pack_entries, unpack_entries
 from raft_trio.transport.chunks import SnapshotAck, SnapshotChunk
 
 __all__ = ["WIRE_TAGS", "CodecError", "PeerMessage", "decode_message", "encode_message"]
@@ -128,12 +128,14 @@ def encode_message(msg: PeerMessage, packed_entries: bytes | None = None) -> byt
     return cbor2.dumps((tag, *getter(msg)))
 
 
-def decode_message(payload: bytes, packs: PackCache | None = None) -> PeerMessage:
-    """Decode one message; raise CodecError, and nothing else, on bad input.
+def decode_message(payload: bytes) -> PeerMessage:
+    """Decode one message; raise CodecError, and nothing else, on bad input."""
+    return decode_message_packed(payload)[0]
 
-    The packed entries of an AppendEntries are remembered in `packs`, if
-    given, so that they can be written to the WAL as they came.
-    """
+
+def decode_message_packed(payload: bytes) -> tuple[PeerMessage, bytes | None]:
+    """decode_message, and an AppendEntries' entries as they were packed (None for
+    other messages and for no entries), for writing them to the WAL as they came."""
     raw = _load(payload)
     if type(raw) is not list or not raw:
         raise CodecError(f"expected a non-empty CBOR array, got {_describe(raw)}")
@@ -150,13 +152,14 @@ def decode_message(payload: bytes, packs: PackCache | None = None) -> PeerMessag
         values += spec.defaults[len(values) - spec.required:]
     if tuple(map(type, values)) != spec.wire_types:
         raise CodecError(_explain_fields(spec, values))
+    packed: bytes | None = None
     if spec.entries_pos >= 0:
         packed = values[spec.entries_pos]
         entries = _decode_entries(packed, values)
         values[spec.entries_pos] = entries
-        if packs is not None and entries:
-            packs.remember(entries, packed)
-    return spec.cls(*values)
+        if not entries:
+            packed = None
+    return spec.cls(*values), packed
 
 
 def _load(payload: bytes) -> Any:
