@@ -49,6 +49,10 @@ DEFAULT_REQUEST_TIMEOUT = 5.0
 MAX_BACKOFF = 0.1
 
 
+class _Unencodable(CommandError):
+    """A request that cannot be encoded, so it never left this client."""
+
+
 class _Connection:
     def __init__(self, address: str, stream: trio.SocketStream):
         self.address = address
@@ -72,7 +76,7 @@ class _Connection:
         try:
             request = cbor2.dumps([request_id, op, *args])
         except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:
-            raise CommandError(f"request cannot be encoded as CBOR: {exc}") from None
+            raise _Unencodable(f"request cannot be encoded as CBOR: {exc}") from None
         await send_frames(self.stream, [request])
         frame = await self.reader.read_frame()
         if frame is None:
@@ -216,6 +220,11 @@ class Client:
                     "propose", deadline, commands, session, sent=sent
                 )
                 return results
+            except _Unencodable:
+                # Found before anything was sent: the next request takes this number,
+                # so that a new session still starts at 1.
+                self._seq -= 1
+                raise
             except LeadershipLost as exc:
                 # Some of it may have applied: the identical request applies the rest.
                 if trio.current_time() >= deadline:

@@ -39,19 +39,21 @@ def main() -> int:
         rates.append(rate)
         # The step's line may be wrapped to the terminal's width.
         cpu = CPU.search(" ".join(out.split()))
-        cpus.append(float(cpu.group(1)) if cpu else 0.0)
+        if cpu:
+            cpus.append(float(cpu.group(1)))
         rss_line = out.split("peak RSS per server:")[-1].split("\n")[0]
         for member, mib in RSS.findall(rss_line):
             peak[int(member)] = max(peak.get(int(member), 0), int(mib))
         verdict = "all steps passed" if proc.returncode == 0 else "FAILED"
         failed += proc.returncode != 0
         where = (f" (members {cpu.group(2)}, clients {cpu.group(3)})") if cpu else ""
-        print(f"run {run}: {rate:,.0f} entries/s, CPU {cpus[-1]:.1f} us/entry{where}, {verdict}",
-              flush=True)
+        used = f"CPU {cpu.group(1)} us/entry{where}" if cpu else "CPU not measured"
+        print(f"run {run}: {rate:,.0f} entries/s, {used}, {verdict}", flush=True)
         if proc.returncode != 0:
             print(out[-3000:], proc.stderr[-3000:], sep="\n")
-    print(f"median: {statistics.median(rates):,.0f} entries/s, "
-          f"CPU {statistics.median(cpus):.1f} us/entry over {args.runs} runs")
+    cpu_median = (f"CPU {statistics.median(cpus):.1f} us/entry" if cpus
+                  else "CPU per entry not measured")
+    print(f"median: {statistics.median(rates):,.0f} entries/s, {cpu_median} over {args.runs} runs")
     shown = ", ".join(f"member {m}: {v} MiB" for m, v in sorted(peak.items()))
     print(f"peak RSS per server: {shown}")
     return 1 if failed else 0

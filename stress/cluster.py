@@ -77,9 +77,9 @@ class Cluster:
         """Peak resident memory per member in bytes, where it can be measured."""
         return {}
 
-    def cpu_seconds(self) -> dict[int, float]:
+    def cpu_seconds(self) -> dict[int, float] | None:
         """CPU time (user + system) each running member process has used so far;
-        empty when the members run in this process."""
+        empty when the members run in this process, None when it cannot be read."""
         return {}
 
     def disk_usage(self) -> dict[int, int]:
@@ -208,9 +208,14 @@ class ProcessCluster(Cluster):
             self.rss[node_id] = max(self.rss.get(node_id, 0), _peak_rss(proc.pid))
         return dict(self.rss)
 
-    def cpu_seconds(self) -> dict[int, float]:
-        used = {node_id: _cpu_seconds(proc.pid) for node_id, proc in self.procs.items()}
-        return {node_id: seconds for node_id, seconds in used.items() if seconds is not None}
+    def cpu_seconds(self) -> dict[int, float] | None:
+        used = {}
+        for node_id, proc in self.procs.items():
+            seconds = _cpu_seconds(proc.pid)
+            if seconds is None:
+                return None
+            used[node_id] = seconds
+        return used
 
 
 def _cpu_seconds(pid: int) -> float | None:

@@ -271,15 +271,19 @@ class Checklist:
                 f"batch latency p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms; {cpu}"
                 + self.reconfigured)
 
-    def cpu_per_entry(self, here: float, members_before: dict[int, float]) -> str:
+    def cpu_per_entry(self, here: float, members_before: dict[int, float] | None) -> str:
         """CPU time spent per entry inserted, in all and by process: what the
         machine's cores had to give for the throughput."""
         members_after = self.cluster.cpu_seconds()
-        members = {i: members_after[i] - members_before[i]
-                   for i in members_after if i in members_before}
         us = 1e6 / self.o.entries
-        if not members:
+        if members_before is None or members_after is None:
+            return "CPU per entry not measured (no /proc to read the members' CPU time from)"
+        if members_before.keys() != members_after.keys():
+            # A member joined or left (--reconfigure), or was restarted under a new pid.
+            return "CPU per entry not measured (the member processes changed meanwhile)"
+        if not members_after:
             return f"CPU {here * us:.1f} us/entry (members and clients in this process)"
+        members = {i: members_after[i] - members_before[i] for i in members_after}
         total = here + sum(members.values())
         each = "/".join(f"{members[i] * us:.1f}" for i in sorted(members))
         return f"CPU {total * us:.1f} us/entry (members {each}, clients {here * us:.1f})"

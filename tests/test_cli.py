@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -25,6 +26,7 @@ import pytest
 from raft_trio.kv import KVStateMachine
 from raft_trio.storage import SnapshotMeta, write_snapshot
 from stress.cluster import free_ports
+from stress.runner import Checklist
 
 RAFT = [sys.executable, "-m", "raft_trio"]
 # Wide enough that rich never wraps a table row or a PASS line.
@@ -381,6 +383,17 @@ STRESS_VARIANTS = {
 }
 
 
+# Step 2's CPU time per entry, as each variant reports it.
+_IN_PROCESS = re.compile(r"CPU ([\d.]+) us/entry \(members and clients in this process\)")
+CPU_PER_ENTRY = {
+    "in-process": _IN_PROCESS,
+    "processes": re.compile(r"CPU ([\d.]+) us/entry \(members [\d.]+/[\d.]+/[\d.]+, "
+                            r"clients [\d.]+\)"),
+    "up-2-of-3": _IN_PROCESS,
+    "reconfigure": _IN_PROCESS,
+}
+
+
 class StressRun:
     def __init__(self, root: Path, extra: list[str]):
         self.data_dir = root / "data"
@@ -430,6 +443,8 @@ def test_stress_passes_all_ten_steps(variant: str, stress_runs: dict[str, Stress
     assert "FAIL" not in out and "SKIP" not in out, show(proc)
     assert "10/10 steps passed" in out, show(proc)
     assert RATE.search(out), show(proc)
+    cpu = CPU_PER_ENTRY[variant].search(" ".join(out.split()))  # the line may be wrapped
+    assert cpu and float(cpu.group(1)) > 0, show(proc)
     # --keep leaves the members' data where --data-dir said.
     assert "data kept in" in out, show(proc)
     data_dir = run.data_dir
@@ -718,3 +733,18 @@ def test_join_transfer_and_remove_from_the_command_line(
         ok(raft("kv", "set", "after", "removal", "--cluster", rest))
     finally:
         c.shutdown()
+
+
+@pytest.mark.parametrize(("before", "after", "expected"), [
+    ({1: 1.0, 2: 2.0}, {1: 2.0, 2: 2.5}, "CPU 3.5 us/entry (members 2.0/1.0, clients 0.5)"),
+    ({}, {}, "CPU 0.5 us/entry (members and clients in this process)"),
+    ({1: 1.0, 2: 2.0}, {1: 2.0, 3: 0.1}, "not measured (the member processes changed"),
+    ({1: 1.0}, None, "not measured (no /proc"),
+    (None, {1: 1.0}, "not measured (no /proc"),
+])
+def test_cpu_per_entry_is_reported_only_when_every_member_was_measured(
+    before: dict[int, float] | None, after: dict[int, float] | None, expected: str
+) -> None:
+    checklist = SimpleNamespace(o=SimpleNamespace(entries=500_000),
+                                cluster=SimpleNamespace(cpu_seconds=lambda: after))
+    assert expected in Checklist.cpu_per_entry(checklist, 0.25, before)  # type: ignore[arg-type]

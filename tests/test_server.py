@@ -140,6 +140,14 @@ async def test_client_commands_of_every_shape_reach_the_state_machine(
         with pytest.raises(CommandError, match="cannot be encoded as CBOR"):
             await client.propose([["set", "k", object()]])
         await client.set("after", "fine")
+    async with raft_trio.connect(list(cluster.members.values()), timeout=15) as client:
+        # As a session's first request: no number is used up, so the next
+        # request opens the session with number 1 in one round trip.
+        with pytest.raises(CommandError, match="cannot be encoded as CBOR"):
+            await client.propose([["set", "k", object()]])
+        session = client.client_id
+        await client.set("first", "fine")
+        assert (client.client_id, client._seq) == (session, 1)  # not renewed after a refusal
 
 
 async def test_restarted_follower_catches_up(cluster: InProcessCluster) -> None:
