@@ -103,6 +103,13 @@ def unpack_entries(blob: bytes) -> list[Entry]:
     return list(map(_new_entry, zip(indexes, terms, kinds, datas, strict=True)))
 
 
+def packed_range(data: bytes, offset: int = 0) -> tuple[int, int]:
+    """(first index, count) of the packed batch at `offset` in `data`, from its
+    header; the caller has checked that the header is there."""
+    first, count, _ = _HEADER.unpack_from(data, offset)
+    return first, count
+
+
 def packed_span(blob: bytes) -> tuple[int, int, int]:
     """(first index, count, last entry's term) of a packed batch, from its header."""
     size = len(blob)

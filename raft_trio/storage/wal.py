@@ -44,7 +44,7 @@ from typing import Any
 import cbor2
 
 from raft_trio.core.messages import Entry, HardState
-from raft_trio.encoding import pack_entries, packed_span, unpack_entries
+from raft_trio.encoding import pack_entries, packed_range, packed_span, unpack_entries
 
 __all__ = ["WAL", "WALCorruption", "WALState"]
 
@@ -57,9 +57,6 @@ MAX_RECORD_BYTES = 256 * 1024 * 1024
 _KIND_ENTRIES = 1
 _KIND_HARD_STATE = 2
 _KIND_SNAPSHOT_MARKER = 3
-
-# The head of a packed entry batch (raft_trio.encoding): u64 first index, u32 count.
-_PACKED_RANGE = struct.Struct("<QI")
 
 _SEGMENT_RE = re.compile(r"wal-(\d{16})\.log")
 
@@ -657,7 +654,7 @@ def _scan_records(data: bytes) -> tuple[HardState | None, int]:
             head = data[start + 2]
             extra = head & 0x1F
             skip = 1 + (0 if extra < 24 else 1 << (extra - 24))
-            first, count = _PACKED_RANGE.unpack_from(data, start + 2 + skip)
+            first, count = packed_range(data, start + 2 + skip)
             if first + count - 1 > top:
                 top = first + count - 1
         elif kind == _KIND_HARD_STATE:
