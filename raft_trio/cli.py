@@ -407,15 +407,18 @@ def _human_bytes(n: int) -> str:
 async def _join(server: RaftServer, addresses: list[str]) -> None:
     """Ask the cluster to add this member (a learner, promoted once caught up)."""
     logger = logging.getLogger("raft_trio")
-    if server.id in server.membership.members:
-        logger.info("member %d: already a member; not asking to join", server.id)
+    if server.id in server.membership.voters:
+        logger.info("member %d: already a voter; not asking to join", server.id)
         return
     while True:
         try:
-            async with connect(addresses, timeout=30, request_timeout=120) as client:
-                await client.add_member(server.id, server.address)
-            logger.info("member %d: joined the cluster", server.id)
-            return
+            async with connect(addresses, timeout=30, request_timeout=30) as client:
+                info = await client.add_member(server.id, server.address)
+            if server.id in info["voters"]:
+                logger.info("member %d: joined the cluster", server.id)
+                return
+            logger.warning("member %d: added as a learner but not caught up yet; asking "
+                           "again", server.id)
         except CommandError as exc:
             if "already" in str(exc):
                 return
@@ -486,6 +489,10 @@ def members_add(
     info = _membership_call(cluster, timeout,
                             lambda c: c.add_member(node_id, address, voter=not learner))
     _print_members(info)
+    if not learner and node_id in info["learners"]:
+        fail(f"member {node_id} was added as a learner but has not caught up in time to be "
+             f"promoted: start it (raft-trio serve --id {node_id} --address {address} --join "
+             f"...), then run `raft-trio members promote {node_id}`")
 
 
 @members_app.command("promote")

@@ -255,16 +255,29 @@ class Client:
         result: dict[str, Any] = await self._request("members")
         return result
 
-    async def add_member(self, node_id: int, address: str, *, voter: bool = True
-                         ) -> dict[str, Any]:
+    async def add_member(self, node_id: int, address: str, *, voter: bool = True,
+                         wait: float | None = None) -> dict[str, Any]:
         """Add a member as a learner; unless `voter` is false, the leader promotes it
-        once it has caught up. Returns the new configuration."""
-        result: dict[str, Any] = await self._request("add_member", node_id, address, voter)
+        once it has answered and caught up, waiting up to `wait` seconds for that
+        (default: most of the request timeout). Returns the new configuration: a
+        member that did not catch up in time is still under "learners" (start it,
+        then call promote_member)."""
+        result: dict[str, Any] = await self._request(
+            "add_member", node_id, address, voter, self._membership_wait(wait))
         return result
 
-    async def promote_member(self, node_id: int) -> dict[str, Any]:
-        result: dict[str, Any] = await self._request("promote_member", node_id)
+    async def promote_member(self, node_id: int, *, wait: float | None = None
+                             ) -> dict[str, Any]:
+        """Make a learner a voter once it has caught up, waiting up to `wait` seconds
+        (default: most of the request timeout); CommandError if it has not by then."""
+        result: dict[str, Any] = await self._request(
+            "promote_member", node_id, self._membership_wait(wait))
         return result
+
+    def _membership_wait(self, wait: float | None) -> float:
+        # The leader must answer before this client gives up on the request.
+        limit = min(self.timeout, self.request_timeout) * 0.8
+        return limit if wait is None else max(0.0, min(wait, limit))
 
     async def remove_member(self, node_id: int) -> dict[str, Any]:
         result: dict[str, Any] = await self._request("remove_member", node_id)

@@ -22,6 +22,7 @@ Tasks, all children of the nursery opened by `RaftServer.serve`:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections import deque
@@ -633,19 +634,32 @@ class RaftServer:
 
     # ------------------------------------------------------------- membership
 
-    async def add_member(self, node_id: int, address: str, *, voter: bool = True) -> Membership:
-        """Add a member as a learner and, unless `voter` is false, promote it once its
-        log is within `promote_within` entries of the leader's. Leader only."""
-        parse_address(address)
-        await self._change_config(lambda m: m.add_learner(node_id, address))
-        if not voter:
-            return self.membership
-        await self._wait_caught_up(node_id)
-        return await self._change_config(lambda m: m.promote(node_id))
+    async def add_member(self, node_id: int, address: str, *, voter: bool = True,
+                         wait: float | None = None) -> Membership:
+        """Add a member as a learner and, unless `voter` is false, promote it to voter
+        once it has answered this leader and its log is within `promote_within`
+        entries of the commit index. Leader only.
 
-    async def promote_member(self, node_id: int) -> Membership:
-        await self._wait_caught_up(node_id)
-        return await self._change_config(lambda m: m.promote(node_id))
+        With `wait` (seconds), stop waiting for it to catch up after that long and
+        return the configuration with the member still a learner: a member that is
+        not running yet must never become a voter, since a voter that does not
+        answer counts against the quorum. Adding a learner again with the same
+        address only waits for it and promotes it.
+        """
+        parse_address(address)
+        if not (voter and self.membership.learners.get(node_id) == address):
+            await self._change_config(lambda m: m.add_learner(node_id, address))
+        if not voter or not await self._wait_caught_up(node_id, wait):
+            return self.membership
+        return await self._change_config(self._promotion(node_id))
+
+    async def promote_member(self, node_id: int, *, wait: float | None = None) -> Membership:
+        """Make learner `node_id` a voter once it has caught up (as add_member says);
+        with `wait`, refuse with CommandError if it has not after that many seconds."""
+        if not await self._wait_caught_up(node_id, wait):
+            raise CommandError(f"member {node_id} is still a learner: "
+                               f"{self._lag(node_id) or 'it fell behind again'}")
+        return await self._change_config(self._promotion(node_id))
 
     async def remove_member(self, node_id: int) -> Membership:
         """Remove a member, unless the voters left would not have a quorum that answers."""
@@ -708,20 +722,52 @@ class RaftServer:
             raise proposal.error
         return self.membership
 
-    async def _wait_caught_up(self, node_id: int) -> None:
-        """Until a learner's log is close enough to the leader's to vote without stalling."""
-        while True:
-            self._check_running()
-            node = self.node
-            assert node is not None
-            if node.role is not Role.LEADER:
-                raise self._not_leader(node.leader_id)
-            if node_id not in node.membership.learners:
-                raise CommandError(f"member {node_id} is not a learner")
-            pr = node.progress.get(node_id)
-            if pr is not None and pr.match >= node.log.last_index - self.promote_within:
-                return
-            await trio.sleep(self.timing.tick_interval)
+    async def _wait_caught_up(self, node_id: int, wait: float | None) -> bool:
+        """Whether learner `node_id` caught up (see _lag) within `wait` seconds."""
+        with trio.move_on_after(math.inf if wait is None else wait):
+            while True:
+                self._check_running()
+                node = self.node
+                assert node is not None
+                if node.role is not Role.LEADER:
+                    raise self._not_leader(node.leader_id)
+                if node_id not in node.membership.learners:
+                    raise CommandError(f"member {node_id} is not a learner")
+                if self._lag(node_id) is None:
+                    return True
+                await trio.sleep(self.timing.tick_interval)
+        return False
+
+    def _lag(self, node_id: int) -> str | None:
+        """Why learner `node_id` cannot vote yet without stalling commits, or None if it can.
+
+        It must have acknowledged an append of this leader's (a log that merely
+        looks short next to `promote_within` says nothing of a member that never
+        answered), been heard from lately, and hold the log to within
+        `promote_within` entries of the commit index.
+        """
+        node = self.node
+        assert node is not None
+        pr = node.progress.get(node_id)
+        if pr is None or pr.match == 0:
+            return "it has not answered the leader yet (is it running?)"
+        if not self._recently_heard(node_id):
+            return "the leader has not heard from it lately"
+        if pr.match < node.commit - self.promote_within:
+            return (f"its log reaches index {pr.match}, more than {self.promote_within} "
+                    f"entries behind the commit index {node.commit}")
+        return None
+
+    def _promotion(self, node_id: int) -> Callable[[Membership], Membership]:
+        """The change promoting `node_id`, checked again where it is made (the node loop)."""
+
+        def change(current: Membership) -> Membership:
+            lag = self._lag(node_id) if node_id in current.learners else None
+            if lag is not None:
+                raise ConfigChangeError(f"member {node_id} is still a learner: {lag}")
+            return current.promote(node_id)
+
+        return change
 
     async def _shut_down_soon(self) -> None:
         # A moment for the last messages (a removed leader's TimeoutNow) to leave.

@@ -35,10 +35,13 @@ bad_request unless the member runs with fault injection on).
 
 Membership, answered by the leader (others redirect): ["members"] ->
 {"voters": {id: address}, "learners": {...}, "leader": id};
-["add_member", id, address, voter] (a learner, promoted once caught up
-unless voter is false), ["promote_member", id], ["remove_member", id] ->
-the new configuration as "members" gives it; ["transfer", id] -> the new
-leader's id.
+["add_member", id, address, voter, wait] (a learner, promoted once it has
+answered and caught up, unless voter is false; the optional wait, in
+seconds, bounds how long the leader waits for that before it answers with
+the member still a learner), ["promote_member", id, wait] (bad_request if
+the learner has not caught up within wait), ["remove_member", id] -> the new
+configuration as "members" gives it; ["transfer", id] -> the new leader's id.
+A wait that is left out or null is MAX_MEMBERSHIP_WAIT.
 """
 
 from __future__ import annotations
@@ -73,6 +76,9 @@ log = logging.getLogger("raft_trio.service")
 
 MAX_LOG_PAGE = 10_000
 MAX_DUMP_PAGE = 10_000
+# Longest a membership request waits for a learner to catch up: a client that
+# gave up must not hold its connection's task for ever.
+MAX_MEMBERSHIP_WAIT = 600.0
 
 
 class BadRequest(Exception):
@@ -99,23 +105,38 @@ async def _membership(server: RaftServer, op: str, args: list[Any]) -> Any:
         raise BadRequest(f"{op} takes a member id (a positive int) first")
     node_id = args[0]
     if op == "add_member":
-        if len(args) != 3 or not isinstance(args[1], str) or type(args[2]) is not bool:
-            raise BadRequest("add_member takes an id, an address and whether it votes")
+        if (not 3 <= len(args) <= 4 or not isinstance(args[1], str)
+                or type(args[2]) is not bool):
+            raise BadRequest("add_member takes an id, an address, whether it votes and "
+                             "optionally how long to wait for it to catch up")
         try:
             parse_address(args[1])
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
-        await server.add_member(node_id, args[1], voter=args[2])
+        await server.add_member(node_id, args[1], voter=args[2], wait=_wait(args[3:]))
+        return _describe(server)
+    if op == "promote_member":
+        if len(args) > 2:
+            raise BadRequest("promote_member takes an id and optionally how long to wait")
+        await server.promote_member(node_id, wait=_wait(args[1:]))
         return _describe(server)
     if len(args) != 1:
         raise BadRequest(f"{op} takes one member id")
-    if op == "promote_member":
-        await server.promote_member(node_id)
-    elif op == "remove_member":
+    if op == "remove_member":
         await server.remove_member(node_id)
     else:
         return await server.transfer_leadership(node_id)
     return _describe(server)
+
+
+def _wait(args: list[Any]) -> float:
+    """The optional wait argument of a membership op, in seconds."""
+    wait = args[0] if args else None
+    if wait is None:
+        return MAX_MEMBERSHIP_WAIT
+    if type(wait) not in (int, float) or not 0 <= wait <= MAX_MEMBERSHIP_WAIT:
+        raise BadRequest(f"wait must be a number of seconds from 0 to {MAX_MEMBERSHIP_WAIT:g}")
+    return float(wait)
 
 
 async def serve_client(server: RaftServer, reader: FrameReader, stream: trio.abc.Stream) -> None:

@@ -176,3 +176,74 @@ async def test_a_removal_that_would_lose_quorum_is_refused(tmp_path: Path) -> No
             assert sorted(config["voters"]) == sorted([leader.id, up])
             await client.set("still", "writable")
         nursery.cancel_scope.cancel()
+
+
+async def test_a_member_that_is_not_running_stays_a_learner(tmp_path: Path) -> None:
+    """Adding a member that never answered must not make it a voter: with it counted,
+    one more member down would leave no quorum (a three-member cluster with a
+    fourth voter that is not there needs all three others)."""
+    ports = free_ports(4)
+    cluster = {i + 1: f"127.0.0.1:{ports[i]}" for i in range(3)}
+    new_address = f"127.0.0.1:{ports[3]}"
+    async with trio.open_nursery() as nursery:
+        h = Harness(nursery, tmp_path)
+        for node_id in cluster:
+            await h.start(h.new(node_id, cluster))
+        leader = await h.leader()
+        async with raft_trio.connect(list(cluster.values()), timeout=20) as client:
+            # A short log: "within promote_within entries" holds for any log at all.
+            await client.set("before", "x")
+            config = await client.add_member(4, new_address, wait=1.0)
+            assert config["learners"] == {4: new_address}
+            assert 4 not in config["voters"]
+            with pytest.raises(CommandError, match="has not answered"):
+                await client.promote_member(4, wait=0.5)
+            assert (await client.members())["learners"] == {4: new_address}
+
+            # One follower down: the three voters left with two up still commit.
+            down = next(i for i in cluster if i != leader.id)
+            h.scopes[down].cancel()
+            await h.done[down].wait()
+            await client.set("one-down", "still writable")
+
+            # Once member 4 runs and catches up, adding it again promotes it.
+            await h.start(h.new(4, {}, address=new_address))
+            config = await client.add_member(4, new_address)
+            assert config["voters"] == {**cluster, 4: new_address}
+            assert config["learners"] == {}
+            await client.set("four-voters", "three up")
+            assert await client.get("one-down") == "still writable"
+        nursery.cancel_scope.cancel()
+
+
+async def test_promotion_waits_for_the_learner_to_catch_up(tmp_path: Path) -> None:
+    ports = free_ports(4)
+    cluster = {i + 1: f"127.0.0.1:{ports[i]}" for i in range(3)}
+    new_address = f"127.0.0.1:{ports[3]}"
+    async with trio.open_nursery() as nursery:
+        h = Harness(nursery, tmp_path)
+        for node_id in cluster:
+            await h.start(h.new(node_id, cluster))
+        leader = await h.leader()
+        leader.promote_within = 10
+        async with raft_trio.connect(list(cluster.values()), timeout=20) as client:
+            await client.set_many([(f"k{i}", "v") for i in range(500)])
+            config = await client.add_member(4, new_address, voter=False)
+            assert config["learners"] == {4: new_address}
+            with pytest.raises(CommandError, match="has not answered"):
+                await client.promote_member(4, wait=0.3)
+            await h.start(h.new(4, {}, address=new_address))
+            with trio.fail_after(10):
+                while leader._lag(4) is not None:
+                    await trio.sleep(0.01)
+            # As if it had fallen 11 entries behind the commit index: no promotion.
+            # (Called in-process, with no await in between, so no answer from the
+            # learner can move its match index first.)
+            assert leader.node is not None
+            leader.node.progress[4].match = leader.node.commit - 11
+            with pytest.raises(CommandError, match="more than 10 entries behind"):
+                await leader.promote_member(4, wait=0)
+            config = await client.promote_member(4)
+            assert config["voters"] == {**cluster, 4: new_address}
+            assert await client.get("k499") == "v"
+        nursery.cancel_scope.cancel()
