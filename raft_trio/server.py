@@ -73,6 +73,7 @@ from raft_trio.storage import (
     IncomingSnapshot,
     SnapshotCorruption,
     SnapshotMeta,
+    claim_data_dir,
     list_snapshots,
     open_snapshot,
     remove_older_snapshots,
@@ -813,7 +814,21 @@ class RaftServer:
     # ----------------------------------------------------------------- serve
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run the member until cancelled; `nursery.start(server.serve)` returns once listening."""
+        """Run the member until cancelled; `nursery.start(server.serve)` returns once listening.
+
+        Raises DataDirError at once if another process (or server) uses the data
+        directory, or it belongs to another member.
+        """
+        given = self.cluster
+        claim = await trio.to_thread.run_sync(claim_data_dir, self.data_dir, self.id, given)
+        try:
+            # The configuration the cluster started from is the one first recorded.
+            self.cluster = claim.bootstrap
+            await self._serve(given, task_status)
+        finally:
+            claim.release()
+
+    async def _serve(self, given: dict[int, str], task_status: trio.TaskStatus[None]) -> None:
         snapshot = await trio.to_thread.run_sync(self._load_snapshot)
         wal, state = await trio.to_thread.run_sync(
             WAL.open, self.data_dir / "wal", WAL_SEGMENT_BYTES
@@ -845,6 +860,11 @@ class RaftServer:
             wal.close()
             raise RaftError(f"member {self.id}: cannot rebuild the log in {self.data_dir}: "
                             f"{exc}") from None
+        try:
+            self._check_address(self.node.membership, given)
+        except RaftError:
+            wal.close()
+            raise
         self.last_applied = self.node.applied
         self._applied_term = snapshot.term if snapshot else 0
         self._loaded_snapshot = snapshot
@@ -898,6 +918,24 @@ class RaftServer:
                 if incoming is not None:
                     await trio.to_thread.run_sync(incoming.discard)
                 await trio.to_thread.run_sync(wal.close)
+
+    def _check_address(self, membership: Membership, given: Mapping[int, str]) -> None:
+        """Refuse to listen at an address other than the one the configuration in
+        force gives this member (its peers look for it there), and say so when the
+        `given` bootstrap configuration differs from it elsewhere: the recorded
+        configuration, and the log's changes to it, rule."""
+        stored = membership.address(self.id)
+        if stored and stored != self.address:
+            raise RaftError(
+                f"member {self.id}: its address is {stored} in the cluster's configuration "
+                f"(kept in {self.data_dir}), not {self.address}: start it with {stored}, or "
+                f"remove it from the cluster and add it again at the new address"
+            )
+        differ = sorted(i for i, a in given.items() if membership.address(i) != a)
+        if differ:
+            log.warning("member %d: the cluster given at start differs from the configuration "
+                        "in force (kept in %s) for members %s; using the configuration: %s",
+                        self.id, self.data_dir, ", ".join(map(str, differ)), membership)
 
     def _base_membership(self) -> Membership:
         """The configuration as of the log's start: the snapshot's, or the bootstrap one."""

@@ -1,5 +1,6 @@
 """Durable storage for a Raft member."""
 
+from raft_trio.storage.datadir import DataDirError, DataDirLock, claim_data_dir
 from raft_trio.storage.incoming import IncomingSnapshot, remove_partial_snapshots
 from raft_trio.storage.snapshot import (
     SnapshotCorruption,
@@ -14,11 +15,14 @@ from raft_trio.storage.wal import WAL, WALCorruption, WALState
 
 __all__ = [
     "WAL",
+    "DataDirError",
+    "DataDirLock",
     "IncomingSnapshot",
     "SnapshotCorruption",
     "SnapshotMeta",
     "WALCorruption",
     "WALState",
+    "claim_data_dir",
     "list_snapshots",
     "open_snapshot",
     "remove_older_snapshots",

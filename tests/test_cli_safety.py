@@ -1,5 +1,6 @@
-"""Membership from the command line, as an operator meets it: adding a member
-before it runs, losing a member meanwhile, then starting the new one."""
+"""What an operator can get wrong from the command line without losing a cluster:
+adding a member before it runs, two members on one data directory, a member
+restarted at another address."""
 
 from __future__ import annotations
 
@@ -63,5 +64,40 @@ def test_adding_a_member_that_is_not_running_never_costs_the_quorum(
             return None if got.returncode == 0 and got.stdout.strip() == "yes" else show(got)
 
         wait_for("member 4 to apply what was written while it was a learner", member_4_has_it)
+    finally:
+        c.shutdown()
+
+
+def test_a_data_dir_serves_one_member_process_at_a_time(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    c = Cluster(tmp_path_factory.mktemp("one-dir-one-process"))
+    try:
+        c.start(1)
+        member = c.members[1]
+        assert member.proc is not None
+        # The same member again, bound elsewhere so that the port is no obstacle.
+        twin = raft("serve", "--id", "1", "--cluster", c.spec, "--data-dir",
+                    str(member.data_dir), "--listen-host", "127.0.0.2", *TIMING)
+        output = short_error(twin, 1)
+        assert (f"data dir {member.data_dir} is in use by another raft-trio process "
+                f"(pid {member.proc.pid})") in output, show(twin)
+        # Another member's directory.
+        other = raft("serve", "--id", "2", "--cluster", c.spec, "--data-dir",
+                     str(member.data_dir), *TIMING)
+        assert "in use" in short_error(other, 1), show(other)
+        c.stop(1)
+        other = raft("serve", "--id", "2", "--cluster", c.spec, "--data-dir",
+                     str(member.data_dir), *TIMING)
+        assert (f"data dir {member.data_dir} belongs to member 1, not member 2"
+                in short_error(other, 1)), show(other)
+
+        # Restarted with another address for itself: refused, naming the one in force.
+        (port,) = free_ports(1)
+        moved = c.spec.replace(member.address, f"127.0.0.1:{port}")
+        restart = raft("serve", "--id", "1", "--cluster", moved, "--data-dir",
+                       str(member.data_dir), *TIMING)
+        assert (f"its address is {member.address} in the cluster's configuration"
+                in short_error(restart, 1)), show(restart)
     finally:
         c.shutdown()
