@@ -21,7 +21,9 @@ from raft_trio.client import cluster_status, connect, snapshot_member
 from raft_trio.errors import CommandError, RaftError, leaves
 from raft_trio.kv import KVStateMachine
 from raft_trio.server import (
+    DEFAULT_MAX_COMMAND_BYTES,
     DEFAULT_SESSION_EXPIRY,
+    MAX_COMMAND_BYTES,
     READ_MODES,
     RaftServer,
     SnapshotPolicy,
@@ -168,6 +170,11 @@ def serve(
         help="As leader, expire client sessions idle for this many seconds (0: never); a "
              "client that retries a request after that gets an error.",
     )] = DEFAULT_SESSION_EXPIRY,
+    max_command_bytes: Annotated[int, typer.Option(
+        "--max-command-bytes",
+        help=f"As leader, refuse commands whose encoding is larger than this (a KV set: "
+             f"about the key and value's size), at most {MAX_COMMAND_BYTES}.",
+    )] = DEFAULT_MAX_COMMAND_BYTES,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning.")] = "info",
     fault_injection: Annotated[bool, typer.Option(
         "--fault-injection", hidden=True,
@@ -214,6 +221,8 @@ def serve(
              "must be >= 0", 2)
     if not (math.isfinite(session_expiry) and session_expiry >= 0):
         fail("--session-expiry must be a number of seconds >= 0", 2)
+    if not 1 <= max_command_bytes <= MAX_COMMAND_BYTES:
+        fail(f"--max-command-bytes must be from 1 to {MAX_COMMAND_BYTES}", 2)
     _setup_logging(log_level)
     timing = Timing(tick_interval=tick, election_ticks=election_ticks, pre_vote=pre_vote,
                     check_quorum=check_quorum)
@@ -223,7 +232,7 @@ def serve(
                         timing=timing, snapshots=policy, listen_host=listen_host,
                         address=address if join is not None else None,
                         promote_within=promote_within, fault_injection=fault_injection,
-                        session_expiry=session_expiry)
+                        session_expiry=session_expiry, max_command_bytes=max_command_bytes)
     try:
         trio.run(_serve_until_signalled, server, join_addresses if join is not None else None)
     except Exception as exc:

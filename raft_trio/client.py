@@ -37,7 +37,7 @@ from raft_trio.errors import (
     StaleRequest,
 )
 from raft_trio.server import HELLO_CLIENT, READ_MODES, parse_address
-from raft_trio.transport import FrameError, FrameReader, send_frames
+from raft_trio.transport import DEFAULT_MAX_FRAME, FrameError, FrameReader, send_frames
 
 ReadMode = Literal["linearizable", "lease", "stale"]
 
@@ -50,7 +50,8 @@ MAX_BACKOFF = 0.1
 
 
 class _Unencodable(CommandError):
-    """A request that cannot be encoded, so it never left this client."""
+    """A request that cannot be encoded or is too large to send, so it never left
+    this client."""
 
 
 class _Connection:
@@ -77,12 +78,23 @@ class _Connection:
             request = cbor2.dumps([request_id, op, *args])
         except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:
             raise _Unencodable(f"request cannot be encoded as CBOR: {exc}") from None
+        if len(request) > DEFAULT_MAX_FRAME:
+            raise _Unencodable(
+                f"a request of {len(request)} bytes exceeds the limit of {DEFAULT_MAX_FRAME} "
+                f"bytes per request (and members refuse commands over 1 MiB unless "
+                f"started with a larger --max-command-bytes)"
+            )
         await send_frames(self.stream, [request])
         frame = await self.reader.read_frame()
         if frame is None:
             raise trio.BrokenResourceError(f"{self.address} closed the connection")
         reply = cbor2.loads(frame)
-        if not isinstance(reply, list) or len(reply) < 3 or reply[0] != request_id:
+        if not isinstance(reply, list) or len(reply) < 3:
+            raise FrameError(f"unexpected reply from {self.address}: {reply!r:.100}")
+        if reply[0] is None and reply[1] == "err":
+            # The member could not read the request at all, and closes the connection.
+            raise CommandError(f"{self.address} refused the request: {reply[3]}")
+        if reply[0] != request_id:
             raise FrameError(f"unexpected reply from {self.address}: {reply!r:.100}")
         return reply
 

@@ -83,6 +83,7 @@ from raft_trio.storage import (
 )
 from raft_trio.syncthread import SyncThread
 from raft_trio.transport import (
+    DEFAULT_MAX_FRAME,
     CodecError,
     FrameError,
     FrameReader,
@@ -166,6 +167,15 @@ class SnapshotPolicy:
         if self.chunk_bytes < 1 or self.window < 1 or self.ack_timeout <= 0:
             raise ValueError("snapshot chunk_bytes, window and ack_timeout must be positive")
 
+
+# Commands larger than this are refused. A member holds several copies of a
+# command on its way through the log (the client's frame, the decoded request,
+# its encoding in the log, a packed message per peer and the WAL's, the applied
+# value): measured, one 50 MiB value took a leader to 657 MB. Like etcd's 1.5
+# MiB request limit, the default keeps that small; the most keeps one entry
+# and its AppendEntries well inside a peer connection's frame limit.
+DEFAULT_MAX_COMMAND_BYTES = 1024 * 1024
+MAX_COMMAND_BYTES = DEFAULT_MAX_FRAME // 2
 
 # An hour: far longer than a client retries one request, so that a session
 # expires only once its client is gone.
@@ -317,6 +327,7 @@ class RaftServer:
         promote_within: int = 1000,
         fault_injection: bool = False,
         session_expiry: float = DEFAULT_SESSION_EXPIRY,
+        max_command_bytes: int = DEFAULT_MAX_COMMAND_BYTES,
     ):
         """`cluster` is the configuration a new cluster starts with (voters by id);
         once the log or a snapshot holds one, that one rules. A member joining an
@@ -326,9 +337,14 @@ class RaftServer:
         `fault_injection` lets clients cut this member off from chosen peers
         (`set_faults`), for chaos testing; never turn it on in production.
         While leader, this member expires client sessions idle for longer than
-        `session_expiry` seconds (0: never)."""
+        `session_expiry` seconds (0: never). A command whose encoding exceeds
+        `max_command_bytes` is refused with CommandError (at most
+        MAX_COMMAND_BYTES, so that one entry always fits a message to a peer)."""
         if not session_expiry >= 0:
             raise ValueError(f"session_expiry must be >= 0 seconds, not {session_expiry!r}")
+        if not 1 <= max_command_bytes <= MAX_COMMAND_BYTES:
+            raise ValueError(f"max_command_bytes must be from 1 to {MAX_COMMAND_BYTES}, not "
+                             f"{max_command_bytes!r}")
         if address is None:
             if node_id not in cluster:
                 raise ValueError(f"node id {node_id} is not in the cluster {sorted(cluster)}; "
@@ -349,6 +365,7 @@ class RaftServer:
         self.cluster_name = cluster_name
         self.listen_host = listen_host
         self.session_expiry = session_expiry
+        self.max_command_bytes = max_command_bytes
         # Client sessions, part of the replicated state (raft_trio.sessions).
         self.sessions = SessionTable()
         # Index of the SESSION_EXPIRY entry this member proposed last, and when
@@ -537,13 +554,19 @@ class RaftServer:
         stamped: tuple[int, int, int] | None = None
         try:
             datas = list(map(encode_command, commands))
-            if session is not None:
-                client, seq = _check_session(session)
-                stamp = int(time.time() * 1000)
-                stamped = (client, seq, stamp)
-                datas = _session_datas(client, seq, stamp, datas)
         except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:
             raise CommandError(f"command cannot be encoded as CBOR: {exc}") from None
+        largest = max(map(len, datas))
+        if largest > self.max_command_bytes:
+            raise CommandError(
+                f"a command of {largest} bytes exceeds this cluster's limit of "
+                f"{self.max_command_bytes} bytes per command (serve --max-command-bytes)"
+            )
+        if session is not None:
+            client, seq = _check_session(session)
+            stamp = int(time.time() * 1000)
+            stamped = (client, seq, stamp)
+            datas = _session_datas(client, seq, stamp, datas)
         proposal = _Proposal(len(datas), commands if decoded_from_cbor else None, stamped)
         try:
             await self._inbox_send.send(("propose", datas, proposal))

@@ -61,7 +61,7 @@ from raft_trio.errors import (
     SessionExpired,
     StaleRequest,
 )
-from raft_trio.transport import FrameReader, send_frames
+from raft_trio.transport import FrameError, FrameReader, send_frames
 
 if TYPE_CHECKING:
     from raft_trio.server import RaftServer
@@ -140,6 +140,22 @@ def _wait(args: list[Any]) -> float:
 
 
 async def serve_client(server: RaftServer, reader: FrameReader, stream: trio.abc.Stream) -> None:
+    try:
+        await _serve_requests(server, reader, stream)
+    except FrameError as exc:
+        # Tell the client why before the connection closes (a request id is not
+        # known: the frame was never read).
+        with trio.move_on_after(1):
+            try:
+                await send_frames(stream, [cbor2.dumps([None, "err", "bad_request", str(exc),
+                                                        None])])
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass  # the client is gone already
+        raise
+
+
+async def _serve_requests(server: RaftServer, reader: FrameReader, stream: trio.abc.Stream
+                          ) -> None:
     async for frame in reader:
         request = cbor2.loads(frame)
         if not isinstance(request, list) or len(request) < 2 or not isinstance(request[1], str):

@@ -404,3 +404,61 @@ async def test_a_peer_that_stops_reading_is_reconnected_and_blocks_no_one(
                 await trio.sleep(0.05)
         assert await leader.propose(["get", "big39"]) == "x" * 1_000_000
         nursery.cancel_scope.cancel()
+
+
+async def test_a_value_too_large_for_a_frame_is_refused_by_the_client_at_once(
+    cluster: InProcessCluster,
+) -> None:
+    addresses = list(cluster.members.values())
+    # A short timeout: were the request sent and retried, this would end in
+    # ClusterUnavailable instead.
+    async with raft_trio.connect(addresses, timeout=3) as client:
+        with pytest.raises(CommandError, match=r"exceeds the limit of 67108864 bytes per "
+                                               r"request"):
+            await client.set("big", "x" * (70 * 1024 * 1024))
+        # Nothing was sent, so the session goes on from the same request number.
+        await client.set("small", "fine")
+        assert client._seq == 1
+        assert await client.get("small") == "fine"
+
+
+async def test_a_command_over_the_members_limit_is_refused_at_once(
+    cluster: InProcessCluster,
+) -> None:
+    leader = await leader_of(cluster)
+    addresses = list(cluster.members.values())
+    async with raft_trio.connect(addresses, timeout=3) as client:
+        with pytest.raises(CommandError, match=r"a command of \d+ bytes exceeds this "
+                                               r"cluster's limit of 1048576 bytes"):
+            await client.set("big", "x" * (1024 * 1024))
+        await client.set("just-under", "x" * (1024 * 1024 - 100))
+    assert await leader.read(["get", "big"]) is None
+    with pytest.raises(CommandError, match="exceeds this cluster's limit"):
+        await leader.propose_many([["set", "a", "b"], ["set", "big", "x" * 2_000_000]])
+
+
+def test_the_command_limit_fits_a_peer_frame() -> None:
+    with pytest.raises(ValueError, match="max_command_bytes"):
+        RaftServer(1, {1: "127.0.0.1:1"}, "unused", KVStateMachine(),
+                   max_command_bytes=64 * 1024 * 1024)
+
+
+async def test_an_oversized_frame_is_answered_with_the_reason_before_closing(
+    cluster: InProcessCluster,
+) -> None:
+    leader = await leader_of(cluster)
+    stream = await _open_client_connection(leader.address)
+    # A length prefix over the limit, and the start of the payload.
+    await stream.send_all(struct.pack(">I", 100 * 1024 * 1024) + b"\x83" * 1000)
+    reply = b""
+    with trio.fail_after(5):
+        while len(reply) < 4 or len(reply) < 4 + struct.unpack(">I", reply[:4])[0]:
+            chunk = await stream.receive_some()
+            assert chunk, f"closed after {reply!r}"
+            reply += chunk
+    answer = cbor2.loads(reply[4:])
+    assert answer[:3] == [None, "err", "bad_request"]
+    assert "frame of 104857600 bytes exceeds the limit of 67108864" in answer[3]
+    await _wait_closed(stream)
+    await stream.aclose()
+    assert await leader.propose(["set", "still", "alive"]) is None
