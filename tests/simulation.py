@@ -140,6 +140,7 @@ from typing import Any
 import cbor2
 
 from raft_trio.core import (
+    AppendEntries,
     AppendEntriesResponse,
     Config,
     ConfigChangeError,
@@ -177,8 +178,11 @@ MAX_VOTERS = 7
 CONFIG = EntryKind.CONFIG.value
 SESSION = EntryKind.SESSION.value
 
-# Known bugs of raft_trio/core the simulator steers around unless told not to (a test
-# marked xfail(strict=True) replays each without its workaround). Drop a name once fixed.
+# Bugs of raft_trio/core the simulator can steer around (Simulation(workarounds=...),
+# RAFT_SIM_WORKAROUNDS), for as long as a known bug is not fixed. Both are fixed now and
+# no workaround is on by default; both can be put back (FIXED_CORE_BUGS below), and
+# tests/test_simulation.py::test_pinned_seed_catches_its_bug_put_back checks that each
+# workaround still steers around its bug.
 KNOWN_CORE_BUGS = {
     # Only a voter of its newest configuration campaigns, so when a change removing one
     # of two voters reaches only the voter it removes (a leader removing itself crashes
@@ -197,6 +201,87 @@ KNOWN_CORE_BUGS = {
     # is not crashed (the crash waits until the write is durable).
     "single-voter-unsaved-term",
 }
+
+
+# Core bugs this simulator found, fixed since, each of which can be put back: a RaftNode
+# subclass that behaves as the core did before its fix (Simulation(bugs=...), or
+# RAFT_SIM_BUGS for a replay). tests/test_simulation.py runs each bug's pinned seed with
+# the bug put back and expects the simulation to fail with its symptom, so a change to the
+# simulator that stops a seed from catching its bug is noticed.
+
+
+class _SupersededEntries(RaftNode):
+    """1a939db: entries cut off the log by an append of the same batch, not yet handed
+    to the driver, stayed in Ready.entries."""
+
+    def _on_append(self, msg: AppendEntries) -> None:
+        before = list(self._entries)
+        super()._on_append(msg)
+        after = self._entries
+        kept = 0
+        while kept < min(len(before), len(after)) and after[kept] is before[kept]:
+            kept += 1
+        if kept < len(before):
+            self._entries = before + after[kept:]
+
+
+class _RestartSnapshotUnmarked(RaftNode):
+    """53bd463: a start from a snapshot that the stored log does not go on from (the log
+    ends before it, or holds another term at its index) fixed the log in memory only:
+    no Ready.snapshot told the driver to record the log's new start."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._installed = None
+
+
+class _UnpersistedInstallAck(RaftNode):
+    """53bd463: an InstallSnapshot at or below the commit index was answered at once,
+    as a plain message: a success claim for entries the disk may not hold yet."""
+
+    def _on_install_snapshot(self, msg: InstallSnapshot) -> None:
+        covered = msg.term >= self.term and msg.index <= self.commit
+        held = len(self._persisted_messages)
+        super()._on_install_snapshot(msg)
+        if covered:
+            self._messages += self._persisted_messages[held:]
+            del self._persisted_messages[held:]
+
+
+class _TwoVoterRemovalDeadlock(RaftNode):
+    """8e1bdf8: only a voter of its newest configuration campaigned (see KNOWN_CORE_BUGS)."""
+
+    def _may_campaign(self) -> bool:
+        return self.is_voter
+
+
+class _SingleVoterUnsavedTerm(RaftNode):
+    """8e1bdf8: a lone voter led at once, before its new term was durable (see
+    KNOWN_CORE_BUGS): it took proposals and sent plain messages straight away."""
+
+    def _campaign(self, transfer: bool) -> None:
+        super()._campaign(transfer)
+        self._unsaved_term_noop = 0
+
+
+FIXED_CORE_BUGS: dict[str, type[RaftNode]] = {
+    "ready-entries-superseded": _SupersededEntries,
+    "restart-snapshot-unmarked": _RestartSnapshotUnmarked,
+    "unpersisted-install-ack": _UnpersistedInstallAck,
+    "two-voter-removal-deadlock": _TwoVoterRemovalDeadlock,
+    "single-voter-unsaved-term": _SingleVoterUnsavedTerm,
+}
+
+
+def node_class(bugs: frozenset[str]) -> type[RaftNode]:
+    """RaftNode, or a subclass of it with the fixed core bugs `bugs` put back."""
+    unknown = bugs - FIXED_CORE_BUGS.keys()
+    if unknown:
+        raise ValueError(f"no way to put back {sorted(unknown)}")
+    if not bugs:
+        return RaftNode
+    bases = tuple(FIXED_CORE_BUGS[name] for name in sorted(bugs))
+    return type("RaftNodeWithOldBugs", bases, {})
 
 
 class SimulationFailure(AssertionError):
@@ -377,14 +462,18 @@ class Simulation:
         policy: SnapshotPolicy | None = None,
         test_id: str | None = None,
         workarounds: frozenset[str] | set[str] | None = None,
+        bugs: frozenset[str] | set[str] = frozenset(),
     ):
         self.seed = seed
         # Both bugs are fixed in the core: no workaround by default. They stay
-        # switchable (RAFT_SIM_WORKAROUNDS) to compare with the core before the fixes.
+        # switchable (RAFT_SIM_WORKAROUNDS), to steer around them when they are put
+        # back (`bugs`, RAFT_SIM_BUGS) or come back.
         self.workarounds = frozenset(() if workarounds is None else workarounds)
         unknown = self.workarounds - KNOWN_CORE_BUGS
         if unknown:
             raise ValueError(f"no workaround for {sorted(unknown)}")
+        self.bugs = frozenset(bugs)
+        self.node_class = node_class(self.bugs)
         self.test_id = test_id
         self.n_nodes = n_nodes
         self.steps = steps
@@ -456,6 +545,7 @@ class Simulation:
             f"RAFT_SIM_STEPS={self.steps} "
             + ("" if not self.workarounds else
                f"RAFT_SIM_WORKAROUNDS={','.join(sorted(self.workarounds)) or 'none'} ")
+            + ("" if not self.bugs else f"RAFT_SIM_BUGS={','.join(sorted(self.bugs))} ")
             + f"PYTHONPATH=. .venv/bin/pytest {REPLAY_TEST} -x",
             "    (add RAFT_SIM_TRACE=1 to print every event)",
         ]
@@ -586,6 +676,14 @@ class Simulation:
                 and pr.snapshot_rounds + 1 >= self.config.snapshot_timeout_rounds
             ):
                 self.event("snap-timeout", (m.id, msg.src, pr.pending_snapshot))
+        if isinstance(msg, AppendEntries) and node._entries:
+            # Entries not yet handed out in a Ready: an append of the same batch may cut
+            # them off the log (the path of the "ready-entries-superseded" bug).
+            last = node._entries[-1]
+            node.step(msg)
+            if node.log.term(last.index) != last.term:
+                self.event("cut-unhanded", (m.id, last))
+            return
         node.step(msg)
 
     def _feed_more(self, m: Member) -> None:
@@ -1017,9 +1115,12 @@ class Simulation:
         return any(leaders.get(t) == m.id for t in range(m.hard_state.term + 1, node.term + 1))
 
     def _crash(self, m: Member) -> None:
-        if "single-voter-unsaved-term" in self.workarounds and self._leads_unsaved_term(m):
-            self.event("crash-spared", m.id)
-            return
+        if self._leads_unsaved_term(m):
+            # The path of the "single-voter-unsaved-term" bug.
+            if "single-voter-unsaved-term" in self.workarounds:
+                self.event("crash-spared", m.id)
+                return
+            self.event("crash-unsaved-leader", m.id)
         self.event("crash", (m.id, len(m.pending)))
         if any(w.leader is None for w in m.snap_writes):
             self.event("crash-snapshot", m.id)  # our own snapshot file is lost
@@ -1044,7 +1145,7 @@ class Simulation:
                 m.log[snap.index - m.log_offset - 1].term != snap.term
             ):
                 self.event("restart-over-conflict", (m.id, snap.ref()))
-        m.node = RaftNode(
+        m.node = self.node_class(
             m.id,
             # As the server will: the snapshot's configuration, else the initial one.
             snap.membership if snap is not None else self.initial,
@@ -1182,6 +1283,9 @@ class Simulation:
                 self.event("snap-over-conflict", (m.id, snap.index, held))
             if self.rng.random() < self.faults.batch:
                 self._feed_more(m)
+            if w.term >= node.term and snap.index <= node.commit:
+                # Already covered: answered at once (the "unpersisted-install-ack" path).
+                self.event("snap-covered", (m.id, snap.index, node.commit))
             node.step(InstallSnapshot(
                 w.term, w.leader, m.id, snap.index, snap.term, snap.membership.encode()
             ))
@@ -1704,6 +1808,10 @@ class Simulation:
                 and not self._may_campaign(node, node.config_index)):
             raise self.fail(f"node {m.id}: candidate in term {node.term}, yet not a voter of "
                             f"its configuration {node.membership}")
+        if node.role in (Role.CANDIDATE, Role.PRE_CANDIDATE) and not node.is_voter:
+            # A voter of the configuration an uncommitted one replaced: the path of the
+            # "two-voter-removal-deadlock" bug (counted at every check while it lasts).
+            self.event("campaign-replaced", (m.id, node.term))
         if node.role is Role.LEADER:
             log = node.log
             leader = self.leaders.get(node.term)

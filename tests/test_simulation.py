@@ -7,7 +7,9 @@ A failing seed prints the exact command that replays it. To replay by hand:
 
 (RAFT_SIM_STEPS overrides the step count, RAFT_SIM_TRACE=1 prints every event,
 RAFT_SIM_WORKAROUNDS=none or a comma-separated list replaces the default set of
-workarounds for core bugs since fixed, simulation.KNOWN_CORE_BUGS; none by default.)
+workarounds for core bugs since fixed, simulation.KNOWN_CORE_BUGS; none by default.
+RAFT_SIM_BUGS, a comma-separated list, puts back core bugs since fixed,
+simulation.FIXED_CORE_BUGS.)
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import os
 from collections import Counter
 
 import pytest
-from simulation import Simulation, run_simulation
+from simulation import KNOWN_CORE_BUGS, Simulation, SimulationFailure, run_simulation
 
 STEPS = 3000
 SEEDS_PER_SIZE = 200
@@ -38,34 +40,67 @@ def test_simulation(n_nodes: int, seed: int, request: pytest.FixtureRequest) -> 
     run_simulation(seed, n_nodes, STEPS, request.node.nodeid)
 
 
-# Seeds that once found a bug in raft_trio/core, kept with the step count that found it.
-# They only reproduce with the simulator as it was when they were pinned: if a change to
-# tests/simulation.py alters what a seed does, re-find one with the bug re-introduced.
+# Seeds that catch a bug raft_trio/core once had, each with a step count that reaches it.
+# Every bug can be put back (simulation.FIXED_CORE_BUGS); with it, the seed must fail
+# with the symptom named here, and without it the seed must still take the path that
+# leads there (the event counted in `path`). A change to tests/simulation.py that
+# alters what a seed does shows up as a failure of one of these two tests: then find
+# another seed, with the bug put back (RAFT_SIM_BUGS=... on test_replay, or a loop over
+# Simulation(seed, n, steps, bugs={...})), that fails with the same symptom.
 PINNED = [
-    # node.py: Ready.entries listed entries that a later input of the same batch had
-    # truncated, e.g. [(56, 74), (57, 74), (56, 75)], which no write-ahead log can store.
-    # (The simulator has changed since, snapshots included: it may no longer take that path.)
-    pytest.param(3, 476, 2500, id="ready-entries-superseded-n3-seed476"),
-    # node.py: a member that applied and snapshotted entries its own disk did not hold yet
-    # crashed and restarted from that snapshot; the core started its log after the snapshot
-    # but did not tell the driver (no Ready.snapshot), so the WAL kept ending before it and
-    # the next append left a gap ("Ready.entries start at 14, written only 8").
-    pytest.param(3, 37, 600, id="restart-wal-gap-n3-seed37"),
-    # node.py: the same on a restart from an installed snapshot whose marker was lost, over
-    # a log holding another term at the snapshot's index: the stale entry stayed in the WAL
-    # and new entries were appended after it (log matching broken on disk; the next restart
-    # would have discarded them, acknowledged as they were).
-    pytest.param(5, 135, 1900, id="restart-stale-log-n5-seed135"),
-    # node.py: an InstallSnapshot at or below the commit index was answered at once, as a
-    # plain message, with a success at the commit index: a durability claim for entries the
-    # member's disk did not hold yet (now held back in persisted_messages).
-    pytest.param(5, 38, 400, id="unpersisted-install-ack-n5-seed38"),
+    # 1a939db node.py: Ready.entries listed entries that a later input of the same batch
+    # had truncated, e.g. [(56, 74), (57, 74), (56, 75)], which no write-ahead log can
+    # store. (The seed that found it, n3 seed 476, no longer does.)
+    pytest.param("ready-entries-superseded", 5, 628, 200, "cut-unhanded",
+                 r"Ready.entries not contiguous", id="ready-entries-superseded-n5-seed628"),
+    # 53bd463 node.py: a member that applied and snapshotted entries its own disk did not
+    # hold yet crashed and restarted from that snapshot; the core started its log after
+    # the snapshot but did not tell the driver (no Ready.snapshot), so the WAL kept ending
+    # before it and the next append left a gap. (Found by n3 seed 37, which no longer does.)
+    pytest.param("restart-snapshot-unmarked", 3, 24, 700, "restart-mark",
+                 r"Ready.entries start at \d+, written only \d+", id="restart-wal-gap-n3-seed24"),
+    # 53bd463 node.py: the same on a restart from an installed snapshot whose marker was
+    # lost, over a log holding another term at the snapshot's index: the stale entry stayed
+    # in the WAL and new entries were appended after it (log matching broken on disk).
+    # (Found by n5 seed 135, which no longer does.)
+    pytest.param("restart-snapshot-unmarked", 3, 180, 1800, "restart-over-conflict",
+                 r"log matching: node \d+ durable log has", id="restart-stale-log-n3-seed180"),
+    # 53bd463 node.py: an InstallSnapshot at or below the commit index was answered at
+    # once, as a plain message, with a success at the commit index: a durability claim for
+    # entries the member's disk did not hold yet (now held back in persisted_messages).
+    # (Found by n5 seed 38, which no longer does.)
+    pytest.param("unpersisted-install-ack", 3, 41, 200, "snap-covered",
+                 r"durability claim sent unpersisted: AppendEntriesResponse",
+                 id="unpersisted-install-ack-n3-seed41"),
+    # 8e1bdf8 node.py, Figure 4.6 of the dissertation: {2, 3} -> {2}; only 3, the voter
+    # removed, held the change, never campaigned and refused 2 its vote, so nobody was
+    # ever elected again. (Found by n3 seed 113, which no longer does.)
+    pytest.param("two-voter-removal-deadlock", 3, 98, 3000, "campaign-replaced",
+                 r"liveness: no convergence", id="two-voter-removal-deadlock-n3-seed98"),
+    # 8e1bdf8 node.py: a lone voter led term t, crashed before term t was durable,
+    # restarted in term t - 1 and led term t again with another entry at the same index.
+    # (Found by n1 seed 172, which no longer does.)
+    pytest.param("single-voter-unsaved-term", 1, 175, 150, "crash-unsaved-leader",
+                 r"log matching: node 1 memory log has",
+                 id="single-voter-unsaved-term-n1-seed175"),
 ]
 
 
-@pytest.mark.parametrize(("n_nodes", "seed", "steps"), PINNED)
-def test_pinned(n_nodes: int, seed: int, steps: int, request: pytest.FixtureRequest) -> None:
-    run_simulation(seed, n_nodes, steps, request.node.nodeid)
+@pytest.mark.parametrize(("bug", "n_nodes", "seed", "steps", "path", "symptom"), PINNED)
+def test_pinned(bug: str, n_nodes: int, seed: int, steps: int, path: str, symptom: str,
+                request: pytest.FixtureRequest) -> None:
+    sim = run_simulation(seed, n_nodes, steps, request.node.nodeid)
+    assert sim.stats[path] > 0, f"seed {seed} no longer takes the path of {bug}: {path}"
+
+
+@pytest.mark.parametrize(("bug", "n_nodes", "seed", "steps", "path", "symptom"), PINNED)
+def test_pinned_seed_catches_its_bug_put_back(bug: str, n_nodes: int, seed: int, steps: int,
+                                              path: str, symptom: str) -> None:
+    with pytest.raises(SimulationFailure, match=symptom):
+        Simulation(seed, n_nodes, steps, bugs={bug}).run()
+    if bug in KNOWN_CORE_BUGS:
+        # Its workaround still steers around it.
+        Simulation(seed, n_nodes, steps, bugs={bug}, workarounds={bug}).run()
 
 
 def test_simulation_makes_progress() -> None:
@@ -128,23 +163,6 @@ def test_simulation_makes_progress() -> None:
         assert stats[kind] >= least, (kind, stats)
 
 
-# Seeds that found the two core bugs named in simulation.KNOWN_CORE_BUGS, fixed since:
-# with the core before the fix (RAFT_SIM_WORKAROUNDS=none) they fail with the symptom given.
-FIXED_BUG_SEEDS = [
-    # Figure 4.6 of the dissertation: {2, 3} -> {2}; only 3, the voter removed, held the
-    # change, never campaigned and refused 2 its vote, so nobody was ever elected again.
-    pytest.param(3, 113, 3000, id="two-voter-removal-deadlock-n3-seed113"),
-    # Lone voter 1 led term 2, crashed before term 2 was durable, restarted in term 1 and
-    # led term 2 again with another entry at index 3 (at step 272): "log matching".
-    pytest.param(1, 172, 300, id="single-voter-unsaved-term-n1-seed172"),
-]
-
-
-@pytest.mark.parametrize(("n_nodes", "seed", "steps"), FIXED_BUG_SEEDS)
-def test_fixed_core_bug(n_nodes: int, seed: int, steps: int) -> None:
-    Simulation(seed, n_nodes, steps, workarounds=set()).run()
-
-
 def test_replay() -> None:
     """Replays RAFT_SIM_SEED (printed by a failing seed); without it, a long run of seed 0."""
     seed = int(os.environ.get("RAFT_SIM_SEED", "0"))
@@ -152,5 +170,6 @@ def test_replay() -> None:
     steps = int(os.environ.get("RAFT_SIM_STEPS", str(STEPS)))
     names = os.environ.get("RAFT_SIM_WORKAROUNDS")
     workarounds = None if names is None else {n for n in names.split(",") if n not in ("", "none")}
-    sim = Simulation(seed, n_nodes, steps, workarounds=workarounds)
+    bugs = {n for n in os.environ.get("RAFT_SIM_BUGS", "").split(",") if n}
+    sim = Simulation(seed, n_nodes, steps, workarounds=workarounds, bugs=bugs)
     sim.run()

@@ -10,7 +10,7 @@ from typing import Any
 import cbor2
 import pytest
 import trio
-from test_server import kv, leader_of
+from test_server import kv, leader_of, running_cluster
 
 import raft_trio
 from raft_trio import KVStateMachine, RaftServer, Role, SnapshotPolicy, Timing
@@ -121,6 +121,48 @@ async def test_wiped_member_is_rebuilt_from_a_snapshot(cluster: InProcessCluster
     await write(cluster, "b", 100)
     await wait_converged(cluster)
     assert kv(rebuilt) == kv(leader)
+
+
+async def test_a_member_snapshots_once_the_commands_applied_add_up_to_bytes(
+    tmp_path: Path,
+) -> None:
+    policy = SnapshotPolicy(entries=0, bytes=10_000, trailing=0)
+    async with running_cluster(tmp_path, FAST, policy) as cluster:
+        leader = await leader_of(cluster)
+        servers = [cluster.servers[i] for i in cluster.running()]
+
+        def snapshot_indexes() -> list[int]:
+            return [s.status()["snapshot_index"] for s in servers]
+
+        async def fill_up_to(limit: int, since: int) -> int:
+            """Propose 1 KB values until the entries applied after `since` hold `limit`
+            bytes; check that nobody snapshots before that; returns the last index."""
+            n = 0
+            while True:
+                await leader.propose(["set", f"k{since}-{n}", "x" * 1000])
+                n += 1
+                applied = leader.log_entries(since + 1, leader.last_applied - since)
+                assert [e.index for e in applied] == list(range(since + 1,
+                                                                leader.last_applied + 1))
+                if sum(len(e.data) for e in applied) >= limit:
+                    return leader.last_applied
+                # Below the limit on the leader, and no member applied more than it.
+                assert snapshot_indexes() == [since] * len(servers)
+
+        # No snapshot for entries (threshold 0): only bytes bring one about.
+        first = await fill_up_to(policy.bytes, 0)
+        with trio.fail_after(10):
+            while min(snapshot_indexes()) < first:
+                await trio.sleep(0.02)
+        # Snapshots start when the limit is reached (a member may have applied the
+        # entry that reached it together with later ones in one batch).
+        assert snapshot_indexes() == [first] * len(servers)
+        # The count starts again from the snapshot.
+        second = await fill_up_to(policy.bytes, first)
+        with trio.fail_after(10):
+            while min(snapshot_indexes()) < second:
+                await trio.sleep(0.02)
+        assert snapshot_indexes() == [second] * len(servers)
 
 
 async def test_snapshot_on_request(cluster: InProcessCluster) -> None:
