@@ -1023,14 +1023,13 @@ class RaftServer:
     async def _timer(self) -> None:
         assert self._inbox_send is not None
         interval = self.timing.tick_interval
-        deadline = trio.current_time()
         while True:
-            deadline += interval
-            await trio.sleep_until(deadline)
-            now = trio.current_time()
-            if now - deadline > interval:
-                # The loop was stalled: do not fire a burst of catch-up ticks.
-                deadline = now
+            # Ticks enter the inbox at least an interval apart, however late one
+            # was: a lease relies on a follower needing election_ticks - 1 whole
+            # intervals to count an election timeout after it heard from the leader
+            # (the inbox keeps order, so the ticks it counts entered after that).
+            # A late tick delays the rest, by the scheduling latency at least.
+            await trio.sleep(interval)
             await self._inbox_send.send(_TICK)
 
     async def _node_loop(

@@ -241,11 +241,6 @@ async def test_a_deposed_leader_does_not_answer_a_linearizable_read(
     assert len(outcome) == 1 and isinstance(outcome[0], NotLeader)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Timing.lease_seconds counts election_ticks - 1 intervals, but RaftServer._timer can "
-    "fire a late tick and the next on-schedule tick less than one interval apart, so a "
-    "follower can count election_ticks ticks in about election_ticks - 2 intervals after "
-    "hearing from the leader: the clock-drift margin is used up"))
 async def test_a_follower_counts_an_election_timeout_no_sooner_than_a_lease_lasts(
     tmp_path: Path, mock_clock: trio.testing.MockClock,
 ) -> None:
