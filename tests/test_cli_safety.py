@@ -64,6 +64,14 @@ def test_adding_a_member_that_is_not_running_never_costs_the_quorum(
             return None if got.returncode == 0 and got.stdout.strip() == "yes" else show(got)
 
         wait_for("member 4 to apply what was written while it was a learner", member_4_has_it)
+
+        # --learner: added, not promoted, and that is what was asked for.
+        (port_5,) = free_ports(1)
+        added = ok(raft("members", "add", "5", f"127.0.0.1:{port_5}", "--learner",
+                        "--cluster", everyone))
+        assert f"5\t127.0.0.1:{port_5}\tlearner" in added, added
+        removed = ok(raft("members", "remove", "5", "--cluster", everyone))
+        assert "\n5\t" not in "\n" + removed, removed
     finally:
         c.shutdown()
 
