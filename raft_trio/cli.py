@@ -577,10 +577,13 @@ def stress(
     processes: Annotated[
         bool, typer.Option("--processes", help="Run each member as its own OS process.")
     ] = False,
-    data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="Where members keep data (default: temp).")
-    ] = None,
-    keep: Annotated[bool, typer.Option("--keep", help="Keep the data directory.")] = False,
+    data_dir: Annotated[Path | None, typer.Option(
+        "--data-dir", help="Where members keep data (default: a temp directory, removed after "
+                           "a passing or interrupted run, kept after a failed one); a "
+                           "directory given here is never removed.")] = None,
+    keep: Annotated[bool, typer.Option(
+        "--keep", help="Keep the temp data directory even when the run passes or is "
+                       "interrupted.")] = False,
     seed: Annotated[
         int, typer.Option("--seed", help="Seed for the choice of member whose data is deleted.")
     ] = 0,
@@ -600,7 +603,12 @@ def stress(
              "leader; the later steps run on the new configuration.")] = False,
     log_level: Annotated[str, typer.Option("--log-level", help="Member log level.")] = "warning",
 ) -> None:
-    """Build a cluster and run the ten-step correctness checklist, printing entries/s."""
+    """Build a cluster and run the ten-step correctness checklist, printing entries/s.
+
+    Exits 0 when every step passed (or was skipped for a reason it prints), 1 when a step
+    failed. Ctrl-C or SIGTERM stops every member and exits 130 or 143.
+    """
+    from stress.interrupt import Interrupted
     from stress.runner import StressOptions, run_stress
 
     up_count = servers if up is None else up
@@ -619,7 +627,10 @@ def stress(
         log_level=log_level, snapshot_entries=snapshot_entries,
         snapshot_trailing=snapshot_trailing, reconfigure=reconfigure,
     )
-    ok = run_stress(options)
+    try:
+        ok = run_stress(options)
+    except Interrupted as exc:
+        fail(exc.message(), exc.exit_code)
     raise typer.Exit(0 if ok else 1)
 
 
