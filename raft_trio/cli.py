@@ -683,9 +683,11 @@ def chaos(
     """Run a cluster of processes under faults while clients read and write, then heal it,
     check the history for linearizability and compare every member's state.
 
-    Exits 0 only if the history is linearizable and every member holds the same state.
+    Exits 0 only if the history is linearizable and every member holds the same state, 1
+    otherwise. Ctrl-C or SIGTERM stops every member and exits 130 or 143.
     """
     from stress.chaos import ChaosOptions, run_chaos
+    from stress.interrupt import Interrupted
 
     chosen: list[str] = []
     for name in (n.strip().lower() for n in nemesis.split(",") if n.strip()):
@@ -726,8 +728,8 @@ def chaos(
     )
     try:
         passed = run_chaos(options)
-    except KeyboardInterrupt:
-        fail("interrupted; every member was stopped", 130)
+    except Interrupted as exc:
+        fail(exc.message(), exc.exit_code)
     raise typer.Exit(0 if passed else 1)
 
 

@@ -61,7 +61,8 @@ class Run:
         try:
             self.proc.wait(timeout)
         finally:
-            self.kill()
+            if self.proc.poll() is None:
+                self.kill()
         return subprocess.CompletedProcess(self.args, self.proc.returncode, self.out(),
                                            self.stderr.read_text())
 
@@ -205,6 +206,10 @@ def test_a_signal_stops_the_members_and_removes_the_temp_dir(
         else:
             run.proc.send_signal(signum)
         proc = run.result(timeout=120)
+        # Checked before the clean-up below would stop what the runner left behind.
+        assert _live_processes_under(tmp_path) == [], show(proc)
+        with pytest.raises(ProcessLookupError):
+            os.killpg(run.proc.pid, 0)  # nothing left of its process group
     finally:
         run.kill()
     assert proc.returncode == 128 + signum, show(proc)
@@ -214,9 +219,6 @@ def test_a_signal_stops_the_members_and_removes_the_temp_dir(
     assert "removed" in proc.stderr, show(proc)
     assert "steps passed" not in proc.stdout, show(proc)
     assert run.temp_dirs() == [], show(proc)
-    assert _live_processes_under(tmp_path) == [], show(proc)
-    with pytest.raises(ProcessLookupError):
-        os.killpg(run.proc.pid, 0)  # nothing left of its process group
 
 
 def test_a_signal_keeps_a_data_dir_it_was_told_to_keep(tmp_path: Path) -> None:
@@ -228,10 +230,10 @@ def test_a_signal_keeps_a_data_dir_it_was_told_to_keep(tmp_path: Path) -> None:
                  lambda: None if " 2. Insert" in run.out() else "not yet")
         run.proc.send_signal(signal.SIGINT)
         proc = run.result(timeout=120)
+        assert _live_processes_under(tmp_path) == [], show(proc)
     finally:
         run.kill()
     assert proc.returncode == 130, show(proc)
     assert len(proc.stderr.splitlines()) == 1, show(proc)
     assert f"data kept in {data_dir}" in proc.stderr, show(proc)
     assert (data_dir / "member-1").is_dir()
-    assert _live_processes_under(tmp_path) == [], show(proc)
