@@ -620,6 +620,14 @@ def stress(
         fail(f"--base-port must leave room for {servers} ports below 65536", 2)
     if min(snapshot_entries or 0, snapshot_trailing or 0) < 0:
         fail("--snapshot-entries and --snapshot-trailing must be >= 0", 2)
+    if data_dir is not None and data_dir.exists():
+        if not data_dir.is_dir():
+            fail(f"--data-dir {data_dir} is not a directory", 2)
+        # Members would start from the old logs and states: the checks could not tell
+        # the old entries from the new, and old configurations name old ports.
+        if any(data_dir.glob("member-*")):
+            fail(f"--data-dir {data_dir} holds members' data already; give an empty or new one",
+                 2)
     _setup_logging(log_level)
     options = StressOptions(
         entries=entries, batch=batch, clients=clients, servers=servers, up=up_count,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_cli import ENV, PASS_LINE, RAFT, no_traceback, ok, show, wait_for
+from test_cli import ENV, PASS_LINE, RAFT, no_traceback, ok, raft_parallel, show, wait_for
 from typer.testing import CliRunner
 
 from raft_trio.cli import app
@@ -237,3 +237,19 @@ def test_a_signal_keeps_a_data_dir_it_was_told_to_keep(tmp_path: Path) -> None:
     assert len(proc.stderr.splitlines()) == 1, show(proc)
     assert f"data kept in {data_dir}" in proc.stderr, show(proc)
     assert (data_dir / "member-1").is_dir()
+
+
+def test_a_data_dir_with_members_data_is_refused(tmp_path: Path) -> None:
+    """Members would start from the old data: the checks could not tell old entries from new."""
+    used = tmp_path / "used"
+    (used / "member-1").mkdir(parents=True)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    results = raft_parallel([["stress", *SMALL, "--data-dir", str(where)]
+                             for where in (used, a_file)])
+    for proc, mention in zip(results, ("holds members' data", "not a directory"), strict=True):
+        assert proc.returncode == 2, show(proc)
+        no_traceback(proc)
+        assert proc.stdout == "" and len(proc.stderr.splitlines()) == 1, show(proc)
+        assert mention in proc.stderr, show(proc)
+    assert sorted(p.name for p in used.iterdir()) == ["member-1"]
