@@ -667,9 +667,11 @@ def chaos(
         "--keys", help="Keys the clients share (few keys: more contention).")] = 3,
     data_dir: Annotated[Path | None, typer.Option(
         "--data-dir", help="Where members keep data and logs (default: a temp directory, "
-                           "removed after a passing run).")] = None,
+                           "removed after a passing or interrupted run, kept after a failed "
+                           "one); a directory given here is never removed.")] = None,
     keep: Annotated[bool, typer.Option(
-        "--keep", help="Keep the data directory even when the run passes.")] = False,
+        "--keep", help="Keep the temp data directory even when the run passes or is "
+                       "interrupted.")] = False,
     history: Annotated[Path | None, typer.Option(
         "--history", help="Write the operation history (JSON lines) here (default: "
                           "history.jsonl in the data directory when it is kept, else "
