@@ -605,8 +605,9 @@ def stress(
 ) -> None:
     """Build a cluster and run the ten-step correctness checklist, printing entries/s.
 
-    Exits 0 when every step passed (or was skipped for a reason it prints), 1 when a step
-    failed. Ctrl-C or SIGTERM stops every member and exits 130 or 143.
+    Exit status: 0 when every step passed or was skipped (the reason is printed);
+    1 when a step failed; 130 on Ctrl-C and 143 on SIGTERM, once every member
+    has stopped.
     """
     from stress.interrupt import Interrupted
     from stress.runner import StressOptions, run_stress
@@ -693,8 +694,9 @@ def chaos(
     """Run a cluster of processes under faults while clients read and write, then heal it,
     check the history for linearizability and compare every member's state.
 
-    Exits 0 only if the history is linearizable and every member holds the same state, 1
-    otherwise. Ctrl-C or SIGTERM stops every member and exits 130 or 143.
+    Exit status: 0 only if the history is linearizable and every member holds
+    the same state, else 1; 130 on Ctrl-C and 143 on SIGTERM, once every member
+    has stopped.
     """
     from stress.chaos import ChaosOptions, run_chaos
     from stress.interrupt import Interrupted
