@@ -593,10 +593,13 @@ def stress(
     processes: Annotated[
         bool, typer.Option("--processes", help="Run each member as its own OS process.")
     ] = False,
-    data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="Where members keep data (default: temp).")
-    ] = None,
-    keep: Annotated[bool, typer.Option("--keep", help="Keep the data directory.")] = False,
+    data_dir: Annotated[Path | None, typer.Option(
+        "--data-dir", help="Where members keep data (default: a temp directory, removed after "
+                           "a passing or interrupted run, kept after a failed one); a "
+                           "directory given here is never removed.")] = None,
+    keep: Annotated[bool, typer.Option(
+        "--keep", help="Keep the temp data directory even when the run passes or is "
+                       "interrupted.")] = False,
     seed: Annotated[
         int, typer.Option("--seed", help="Seed for the choice of member whose data is deleted.")
     ] = 0,
@@ -616,7 +619,13 @@ def stress(
              "leader; the later steps run on the new configuration.")] = False,
     log_level: Annotated[str, typer.Option("--log-level", help="Member log level.")] = "warning",
 ) -> None:
-    """Build a cluster and run the ten-step correctness checklist, printing entries/s."""
+    """Build a cluster and run the ten-step correctness checklist, printing entries/s.
+
+    Exit status: 0 when every step passed or was skipped (the reason is printed);
+    1 when a step failed; 130 on Ctrl-C and 143 on SIGTERM, once every member
+    has stopped.
+    """
+    from stress.interrupt import Interrupted
     from stress.runner import StressOptions, run_stress
 
     up_count = servers if up is None else up
@@ -628,6 +637,14 @@ def stress(
         fail(f"--base-port must leave room for {servers} ports below 65536", 2)
     if min(snapshot_entries or 0, snapshot_trailing or 0) < 0:
         fail("--snapshot-entries and --snapshot-trailing must be >= 0", 2)
+    if data_dir is not None and data_dir.exists():
+        if not data_dir.is_dir():
+            fail(f"--data-dir {data_dir} is not a directory", 2)
+        # Members would start from the old logs and states: the checks could not tell
+        # the old entries from the new, and old configurations name old ports.
+        if any(data_dir.glob("member-*")):
+            fail(f"--data-dir {data_dir} holds members' data already; give an empty or new one",
+                 2)
     _setup_logging(log_level)
     options = StressOptions(
         entries=entries, batch=batch, clients=clients, servers=servers, up=up_count,
@@ -635,7 +652,10 @@ def stress(
         log_level=log_level, snapshot_entries=snapshot_entries,
         snapshot_trailing=snapshot_trailing, reconfigure=reconfigure,
     )
-    ok = run_stress(options)
+    try:
+        ok = run_stress(options)
+    except Interrupted as exc:
+        fail(exc.message(), exc.exit_code)
     raise typer.Exit(0 if ok else 1)
 
 
@@ -664,9 +684,11 @@ def chaos(
         "--keys", help="Keys the clients share (few keys: more contention).")] = 3,
     data_dir: Annotated[Path | None, typer.Option(
         "--data-dir", help="Where members keep data and logs (default: a temp directory, "
-                           "removed after a passing run).")] = None,
+                           "removed after a passing or interrupted run, kept after a failed "
+                           "one); a directory given here is never removed.")] = None,
     keep: Annotated[bool, typer.Option(
-        "--keep", help="Keep the data directory even when the run passes.")] = False,
+        "--keep", help="Keep the temp data directory even when the run passes or is "
+                       "interrupted.")] = False,
     history: Annotated[Path | None, typer.Option(
         "--history", help="Write the operation history (JSON lines) here (default: "
                           "history.jsonl in the data directory when it is kept, else "
@@ -688,9 +710,12 @@ def chaos(
     """Run a cluster of processes under faults while clients read and write, then heal it,
     check the history for linearizability and compare every member's state.
 
-    Exits 0 only if the history is linearizable and every member holds the same state.
+    Exit status: 0 only if the history is linearizable and every member holds
+    the same state, else 1; 130 on Ctrl-C and 143 on SIGTERM, once every member
+    has stopped.
     """
     from stress.chaos import ChaosOptions, run_chaos
+    from stress.interrupt import Interrupted
 
     chosen: list[str] = []
     for name in (n.strip().lower() for n in nemesis.split(",") if n.strip()):
@@ -731,8 +756,8 @@ def chaos(
     )
     try:
         passed = run_chaos(options)
-    except KeyboardInterrupt:
-        fail("interrupted; every member was stopped", 130)
+    except Interrupted as exc:
+        fail(exc.message(), exc.exit_code)
     raise typer.Exit(0 if passed else 1)
 
 

@@ -32,10 +32,11 @@ from rich.console import Console
 from rich.table import Table
 
 from raft_trio.client import cluster_status, connect, read_member_state, set_member_faults
-from raft_trio.errors import CommandError, RaftError, leaves
+from raft_trio.errors import CommandError, RaftError
 from raft_trio.server import SnapshotPolicy, Timing
 from raft_trio.testing.linearizability import CheckResult, Operation, check, save_history
 from stress.cluster import ProcessCluster, free_ports
+from stress.interrupt import Interrupted, SignalWatch
 
 NEMESES = ("kill", "partition", "pause")
 OP_NAMES = ("get", "set", "cas", "delete")
@@ -586,7 +587,8 @@ async def _run(options: ChaosOptions, console: Console, data_dir: Path,
     if out.history:
         out.history.sort(key=lambda o: o.call)
         began = time.perf_counter()
-        out.result = await trio.to_thread.run_sync(check, out.history)
+        # Abandoned if the run is interrupted: the answer is no longer wanted.
+        out.result = await trio.to_thread.run_sync(check, out.history, abandon_on_cancel=True)
         out.check_seconds = time.perf_counter() - began
     return out
 
@@ -614,46 +616,58 @@ def _count(n: int, noun: str) -> str:
 
 
 def run_chaos(options: ChaosOptions) -> bool:
-    """Run the whole thing and print the summary; True if it passed."""
+    """Run the whole thing and print the summary; True if it passed.
+
+    A temporary data directory is removed after a passing or interrupted run
+    (unless `keep`) and kept after a failure. SIGINT or SIGTERM stops the
+    members and raises Interrupted (no summary: the history is cut short).
+    """
     console = Console(highlight=False, soft_wrap=True)
-    made_temp = options.data_dir is None
-    data_dir = (Path(tempfile.mkdtemp(prefix="raft-trio-chaos-")) if options.data_dir is None
-                else options.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    console.print(
-        f"raft-trio chaos: {_count(options.servers, 'member')} (processes), "
-        f"{_count(options.clients, 'client')}, {_count(options.keys, 'key')}, "
-        f"nemesis {','.join(options.nemesis) or 'none'}, "
-        f"seed {options.seed}, {options.duration:g} s")
-    console.print(f"member data and logs in {data_dir}")
-    holder: list[ProcessCluster] = []
-    began = time.monotonic()
-    out: Outcome | None = None
-    try:
+    with SignalWatch().noting() as signals:
+        made_temp = options.data_dir is None
+        data_dir = (Path(tempfile.mkdtemp(prefix="raft-trio-chaos-")) if options.data_dir is None
+                    else options.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        console.print(
+            f"raft-trio chaos: {_count(options.servers, 'member')} (processes), "
+            f"{_count(options.clients, 'client')}, {_count(options.keys, 'key')}, "
+            f"nemesis {','.join(options.nemesis) or 'none'}, "
+            f"seed {options.seed}, {options.duration:g} s")
+        console.print(f"member data and logs in {data_dir}")
+        holder: list[ProcessCluster] = []
+        began = time.monotonic()
+        out: Outcome | None = None
         try:
-            out = trio.run(_run, options, console, data_dir, holder)
-        except BaseExceptionGroup as group:
-            # Ctrl-C lands in whichever task runs, so it may come back inside a group.
-            if any(isinstance(e, KeyboardInterrupt) for e in leaves(group)):
-                raise KeyboardInterrupt from None
+            try:
+                out = trio.run(signals.run, _run, options, console, data_dir, holder)
+            finally:
+                for cluster in holder:
+                    cluster.kill_all_now()
+        except Interrupted as exc:
+            remove = made_temp and not options.keep
+            if remove:
+                shutil.rmtree(data_dir, ignore_errors=True)
+            exc.detail = (f"temporary data in {data_dir} removed" if remove
+                          else f"data kept in {data_dir}")
             raise
-    finally:
-        for cluster in holder:
-            # Last resort (the run was interrupted while stopping them): no member
-            # may outlive us. Popen's kill, since trio's needs a running trio.
-            for proc in cluster.procs.values():
-                proc._proc.kill()  # a no-op if it has exited
-        keep = options.keep or not made_temp or out is None or not out.passed
+        except BaseException:
+            console.print(f"data kept in {data_dir}")
+            raise
+        keep = options.keep or not made_temp or not out.passed
         history_path = options.history
         if history_path is None:
             history_path = data_dir / "history.jsonl" if keep else Path("chaos-history.jsonl")
         history_path = history_path.resolve()
-        if out is not None:
-            history_path.parent.mkdir(parents=True, exist_ok=True)
-            save_history(out.history, history_path)
-            _summary(options, out, console, history_path, time.monotonic() - began)
+        history_path.parent.mkdir(parents=True, exist_ok=True)
+        save_history(out.history, history_path)
+        _summary(options, out, console, history_path, time.monotonic() - began)
         if keep:
             console.print(f"data kept in {data_dir}")
         else:
             shutil.rmtree(data_dir, ignore_errors=True)
-    return out.passed
+        try:
+            signals.check()
+        except Interrupted as exc:
+            exc.detail = f"data kept in {data_dir}" if keep else f"{data_dir} removed"
+            raise
+        return out.passed

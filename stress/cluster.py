@@ -45,20 +45,38 @@ class Cluster:
         self.log_level = log_level
         self.snapshots = snapshots if snapshots is not None else SnapshotPolicy()
         self.session_expiry = session_expiry
-        # Members added to a running cluster: they start outside the configuration
-        # and are added by the caller (or, as processes, join by themselves).
-        self.joiners: set[int] = set()
-        self.bootstrap = dict(members)
+        # The voters in force, as far as the harness knows: the first configuration
+        # until the caller reports a change (`reconfigured`).
+        self.configuration = dict(members)
+        # The configuration each member's data directory was created with. A
+        # member that has no snapshot yet counts its log from that configuration,
+        # so every restart must give it the same one. A fresh directory (a first
+        # start, or after `wipe`) gets the configuration then in force: a member
+        # deleted after a reconfiguration must know the members that now ask for
+        # its vote, or it cannot answer them. Empty: it started outside the
+        # configuration and joins (added by the caller, or, as a process, by itself).
+        self.bootstrap: dict[int, dict[int, str]] = {}
 
     def add_joiner(self, node_id: int, address: str) -> None:
+        """A member outside the configuration: it starts empty and joins."""
         self.members[node_id] = address
-        self.joiners.add(node_id)
+
+    def reconfigured(self, voters: dict[int, str]) -> None:
+        self.configuration = dict(voters)
+
+    def bootstrap_of(self, node_id: int) -> dict[int, str]:
+        """The configuration to start `node_id` with (see `bootstrap`)."""
+        if node_id not in self.bootstrap:
+            self.bootstrap[node_id] = (dict(self.configuration)
+                                       if node_id in self.configuration else {})
+        return self.bootstrap[node_id]
 
     def member_dir(self, node_id: int) -> Path:
         return self.data_dir / f"member-{node_id}"
 
     def wipe(self, node_id: int) -> None:
         shutil.rmtree(self.member_dir(node_id), ignore_errors=True)
+        self.bootstrap.pop(node_id, None)
 
     def running(self) -> list[int]:
         raise NotImplementedError
@@ -72,6 +90,10 @@ class Cluster:
     async def reap(self, node_id: int) -> None:
         """Wait for a member that stops by itself (removed from the cluster) to be gone."""
         raise NotImplementedError
+
+    def kill_all_now(self) -> None:
+        """Last resort, outside trio, when the run ended before it stopped every member:
+        no member process may outlive the runner."""
 
     def peak_rss(self) -> dict[int, int]:
         """Peak resident memory per member in bytes, where it can be measured."""
@@ -108,8 +130,9 @@ class InProcessCluster(Cluster):
         await self.nursery.start(self._run, node_id)
 
     async def _run(self, node_id: int, task_status: trio.TaskStatus[None]) -> None:
-        joining = node_id in self.joiners
-        server = RaftServer(node_id, {} if joining else self.bootstrap, self.member_dir(node_id),
+        bootstrap = self.bootstrap_of(node_id)
+        joining = not bootstrap
+        server = RaftServer(node_id, bootstrap, self.member_dir(node_id),
                             KVStateMachine(), timing=self.timing, snapshots=self.snapshots,
                             address=self.members[node_id] if joining else None,
                             fault_injection=self.fault_injection,
@@ -146,9 +169,11 @@ class ProcessCluster(Cluster):
         return sorted(self.procs)
 
     def _command(self, node_id: int) -> list[str]:
-        spec = ",".join(f"{i}={a}" for i, a in sorted(self.bootstrap.items()))
-        where = (["--join", ",".join(self.bootstrap.values()), "--address", self.members[node_id]]
-                 if node_id in self.joiners else ["--cluster", spec])
+        bootstrap = self.bootstrap_of(node_id)
+        spec = ",".join(f"{i}={a}" for i, a in sorted(bootstrap.items()))
+        where = (["--cluster", spec] if bootstrap else
+                 ["--join", ",".join(self.configuration.values()),
+                  "--address", self.members[node_id]])
         return [
             sys.executable, "-m", "raft_trio", "serve",
             "--id", str(node_id), *where,
@@ -187,21 +212,27 @@ class ProcessCluster(Cluster):
                 return
 
     async def stop(self, node_id: int) -> None:
-        proc = self.procs.pop(node_id)
+        proc = self.procs[node_id]
         self.rss[node_id] = max(self.rss.get(node_id, 0), _peak_rss(proc.pid))
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
         with trio.move_on_after(15):
             await proc.wait()
-            return
-        proc.kill()
-        await proc.wait()
+        if proc.poll() is None:
+            proc.kill()
+            await proc.wait()
+        # Only once it is gone: a stop cut short leaves it to the next (or to kill_all_now).
+        self.procs.pop(node_id, None)
 
     async def reap(self, node_id: int) -> None:
         proc = self.procs[node_id]
         self.rss[node_id] = max(self.rss.get(node_id, 0), _peak_rss(proc.pid))
         await proc.wait()
         self.procs.pop(node_id, None)
+
+    def kill_all_now(self) -> None:
+        for proc in self.procs.values():
+            proc.kill()  # a no-op for one that has exited
 
     def peak_rss(self) -> dict[int, int]:
         for node_id, proc in self.procs.items():

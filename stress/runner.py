@@ -17,12 +17,14 @@ from typing import Any
 import cbor2
 import trio
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from raft_trio.client import Client, cluster_status, connect, read_member_state
 from raft_trio.errors import CommandError, RaftError, leaves
 from raft_trio.server import SnapshotPolicy, Timing
 from stress.cluster import Cluster, InProcessCluster, ProcessCluster, free_ports
+from stress.interrupt import Interrupted, SignalWatch
 
 STATE_PAGE = 10_000
 
@@ -52,6 +54,10 @@ class StepFailed(Exception):
     pass
 
 
+class StepsSkipped(Exception):
+    """This step and the rest cannot mean anything in this run (the message says why)."""
+
+
 @dataclass
 class StateSummary:
     applied: int
@@ -69,6 +75,7 @@ class Checklist:
         self.up_ids = sorted(cluster.members)[: options.up]
         self.addresses = [cluster.members[i] for i in self.up_ids]
         self.results: list[tuple[int, str, bool, float, str]] = []
+        self.skipped = 0
         self.acknowledged = 0
         self.throughput = 0.0
         self.expected_last = 0
@@ -179,7 +186,7 @@ class Checklist:
                     f"client {client_id}: {len(seqs)} of {quota} entries, first out of place "
                     f"at position {bad}"
                 )
-        return f"{summary.keys} entries in order on {len(summaries)} members"
+        return f"{summary.keys} entries in order on {_count(len(summaries), 'member')}"
 
     def quotas(self) -> list[int]:
         base, extra = divmod(self.o.entries, self.o.clients)
@@ -192,6 +199,8 @@ class Checklist:
         started = time.perf_counter()
         try:
             detail = await body()
+        except StepsSkipped:
+            raise
         except Exception as exc:
             reason = _failure_reason(exc)
             if reason is None:
@@ -303,16 +312,19 @@ class Checklist:
             try:
                 await admin.add_member(new_id, self.cluster.members[new_id])
             except CommandError as exc:
+                # A member process joins by itself (serve --join).
                 if "already" not in str(exc):
                     raise
-                # A member process joins by itself (serve --join): wait until it votes.
-                with trio.fail_after(self.o.step_timeout):
-                    while str(new_id) not in map(str, (await admin.members())["voters"]):
-                        await trio.sleep(0.05)
+            # It is a learner until it has caught up: only a voter can take over.
+            with trio.fail_after(self.o.step_timeout):
+                while new_id not in _ids((await admin.members())["voters"]):
+                    await trio.sleep(0.05)
             await admin.transfer_leadership(new_id)
             self.up_ids = sorted({*self.up_ids, new_id} - {old_leader})
             self.addresses = [self.cluster.members[i] for i in self.up_ids]
-            await admin.remove_member(old_leader)
+            voters = (await admin.remove_member(old_leader))["voters"]
+            # A member whose data is deleted later starts again in this configuration.
+            self.cluster.reconfigured({int(i): a for i, a in voters.items()})
         with trio.fail_after(self.o.step_timeout):
             while old_leader in self.cluster.running():
                 await self.cluster.reap(old_leader)
@@ -336,6 +348,9 @@ class Checklist:
         return await self.check_logs()
 
     async def step7(self) -> str:
+        if len(self.up_ids) < 2:
+            raise StepsSkipped(f"member {self.up_ids[0]} is the only member: once its data is "
+                               f"deleted, no member could rebuild it")
         await self.stop_all()
         self.victim = self.rng.choice(self.up_ids)
         self.cluster.wipe(self.victim)
@@ -371,10 +386,19 @@ class Checklist:
             try:
                 await self.step(number, title, body)
             except StepFailed:
-                for later, (later_title, _) in enumerate(steps[number:], start=number + 1):
-                    self.console.print(f"[bold]{later:2d}.[/bold] {later_title}\n    SKIP")
+                self.skip_rest(steps, number, f"step {number} failed")
                 return False
+            except StepsSkipped as exc:
+                self.console.print(f"    SKIP ({escape(str(exc))})")
+                self.skipped += 1
+                self.skip_rest(steps, number, str(exc))
+                return True
         return True
+
+    def skip_rest(self, steps: list[tuple[str, Any]], after: int, why: str) -> None:
+        for number, (title, _) in enumerate(steps[after:], start=after + 1):
+            self.console.print(f"[bold]{number:2d}.[/bold] {title}\n    SKIP ({escape(why)})")
+            self.skipped += 1
 
 
 STEP_ERRORS = (StepFailed, RaftError, OSError, trio.TooSlowError, RuntimeError)
@@ -395,6 +419,14 @@ def _failure_reason(exc: Exception) -> str | None:
     return None
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _ids(members: dict[Any, str]) -> set[int]:
+    return {int(i) for i in members}
+
+
 def _percentiles(samples: list[float]) -> tuple[float, float]:
     if not samples:
         return 0.0, 0.0
@@ -404,7 +436,8 @@ def _percentiles(samples: list[float]) -> tuple[float, float]:
     return cuts[49], cuts[98]
 
 
-async def _run(options: StressOptions, console: Console, data_dir: Path) -> bool:
+async def _run(options: StressOptions, console: Console, data_dir: Path,
+               holder: list[Cluster]) -> bool:
     ports = (list(range(options.base_port, options.base_port + options.servers))
              if options.base_port else free_ports(options.servers))
     members = {i + 1: f"127.0.0.1:{port}" for i, port in enumerate(ports)}
@@ -415,7 +448,8 @@ async def _run(options: StressOptions, console: Console, data_dir: Path) -> bool
     if options.snapshot_trailing is not None:
         snapshots = dataclasses.replace(snapshots, trailing=options.snapshot_trailing)
     mode = "processes" if options.processes else "in-process"
-    console.print(f"raft-trio stress: {options.servers} members ({options.up} up, {mode}), "
+    console.print(f"raft-trio stress: {_count(options.servers, 'member')} ({options.up} up, "
+                  f"{mode}), "
                   f"data in {data_dir}")
     async with trio.open_nursery() as nursery:
         cluster: Cluster
@@ -424,6 +458,7 @@ async def _run(options: StressOptions, console: Console, data_dir: Path) -> bool
         else:
             cluster = InProcessCluster(nursery, members, data_dir, timing, options.log_level,
                                        snapshots)
+        holder.append(cluster)
         checklist = Checklist(options, cluster, console)
         try:
             ok = await checklist.run()
@@ -434,7 +469,11 @@ async def _run(options: StressOptions, console: Console, data_dir: Path) -> bool
                 await checklist.stop_all_quietly()
             nursery.cancel_scope.cancel()
     passed = sum(1 for r in checklist.results if r[2])
-    console.print(f"\n{passed}/10 steps passed; throughput {checklist.throughput:,.0f} entries/s")
+    failed = len(checklist.results) - passed
+    counts = "".join(f", {n} {what}" for n, what in ((failed, "failed"),
+                                                     (checklist.skipped, "skipped")) if n)
+    console.print(f"\n{passed}/10 steps passed{counts}; "
+                  f"throughput {checklist.throughput:,.0f} entries/s")
     if rss:
         shown = ", ".join(f"member {i}: {b / 2**20:.0f} MiB" for i, b in sorted(rss.items()))
         console.print(f"peak RSS per server: {shown}")
@@ -444,15 +483,46 @@ async def _run(options: StressOptions, console: Console, data_dir: Path) -> bool
 
 
 def run_stress(options: StressOptions) -> bool:
+    """Run the checklist; True if every step passed or was skipped for a stated reason.
+
+    A temporary data directory is removed after a passing or interrupted run
+    (unless `keep`), and kept, with a line saying where, after a failure; a
+    directory the caller gave is never removed. SIGINT or SIGTERM stops the
+    members and raises Interrupted, whose `detail` says what became of the data.
+    """
     console = Console(highlight=False, soft_wrap=True)
-    made_temp = options.data_dir is None
-    data_dir = Path(tempfile.mkdtemp(prefix="raft-trio-stress-")) if made_temp else options.data_dir
-    assert data_dir is not None
-    data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        return trio.run(_run, options, console, data_dir)
-    finally:
-        if options.keep:
+    with SignalWatch().noting() as signals:
+        made_temp = options.data_dir is None
+        data_dir = (Path(tempfile.mkdtemp(prefix="raft-trio-stress-")) if made_temp
+                    else options.data_dir)
+        assert data_dir is not None
+        holder: list[Cluster] = []
+        try:
+            try:
+                data_dir.mkdir(parents=True, exist_ok=True)
+                ok = trio.run(signals.run, _run, options, console, data_dir, holder)
+            finally:
+                for cluster in holder:
+                    cluster.kill_all_now()
+        except Interrupted as exc:
+            exc.detail = _leave(data_dir, remove=made_temp and not options.keep)
+            raise
+        except BaseException:
             console.print(f"data kept in {data_dir}")
-        elif made_temp:
-            shutil.rmtree(data_dir, ignore_errors=True)
+            raise
+        where = _leave(data_dir, remove=made_temp and not options.keep and ok)
+        if options.keep or not ok:
+            console.print(where)
+        try:
+            signals.check()
+        except Interrupted as exc:
+            exc.detail = where
+            raise
+        return ok
+
+
+def _leave(data_dir: Path, *, remove: bool) -> str:
+    if remove:
+        shutil.rmtree(data_dir, ignore_errors=True)
+        return f"temporary data in {data_dir} removed"
+    return f"data kept in {data_dir}"

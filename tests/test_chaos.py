@@ -14,11 +14,14 @@ import pytest
 import trio
 from test_cli import ENV, RAFT, no_traceback, ok, raft_parallel, show, wait_for
 from test_server import FAST, kv, leader_of, wait_all_applied
+from typer.testing import CliRunner
 
 from raft_trio import Role
-from raft_trio.client import connect, set_member_faults
+from raft_trio.cli import app
+from raft_trio.client import cluster_status, connect, set_member_faults
 from raft_trio.errors import RaftError
-from raft_trio.testing.linearizability import load_history
+from raft_trio.testing.linearizability import Operation, load_history
+from stress.chaos import Chaos
 from stress.cluster import InProcessCluster, free_ports
 
 
@@ -118,17 +121,23 @@ def _members_alive(data_dir: Path) -> list[str]:
 
 
 class ChaosRun:
-    """`raft-trio chaos ...` in its own session, so that a failed test can stop it all."""
+    """`raft-trio chaos ...` in its own session, so that a failed test can stop it all.
 
-    def __init__(self, root: Path, *args: str):
+    Without `data_dir`, the run makes its own temp directory under root/tmp.
+    """
+
+    def __init__(self, root: Path, *args: str, data_dir: bool = True):
         self.data_dir = root / "data"
+        self.tmp = root / "tmp"
+        self.tmp.mkdir()
         self.history = root / "history.jsonl"
         self.output = root / "output.txt"
-        self.args = ["chaos", "--data-dir", str(self.data_dir), "--history", str(self.history),
-                     *args]
+        where = ["--data-dir", str(self.data_dir)] if data_dir else []
+        self.args = ["chaos", *where, "--history", str(self.history), *args]
         with open(self.output, "w") as out:
             self.proc = subprocess.Popen([*RAFT, *self.args], stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=ENV, text=True,
+                                         stdin=subprocess.DEVNULL,
+                                         env={**ENV, "TMPDIR": str(self.tmp)}, text=True,
                                          start_new_session=True)
 
     def text(self) -> str:
@@ -139,9 +148,16 @@ class ChaosRun:
             self.proc.wait(timeout)
         finally:
             if self.proc.poll() is None:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+                self.kill()
         return subprocess.CompletedProcess(self.args, self.proc.returncode, self.text(), "")
+
+    def kill(self) -> None:
+        """The runner and whatever is left of its process group (members it left behind)."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
 
 
 @pytest.mark.slow
@@ -172,12 +188,102 @@ def test_chaos_interrupted_stops_every_member(tmp_path: Path) -> None:
         # The runner alone, as if its process got the signal: it must stop its members.
         run.proc.send_signal(signal.SIGINT)
         proc = run.wait(timeout=60)
+        assert proc.returncode == 130, show(proc)
+        assert "interrupted" in proc.stdout, show(proc)
+        assert _members_alive(run.data_dir) == [], show(proc)
     finally:
-        if run.proc.poll() is None:
-            os.killpg(run.proc.pid, signal.SIGKILL)
-    assert proc.returncode == 130, show(proc)
-    assert "interrupted" in proc.stdout, show(proc)
-    assert _members_alive(run.data_dir) == [], show(proc)
+        run.kill()
+
+
+@pytest.mark.parametrize(("signum", "to_group"), [
+    (signal.SIGINT, True),  # Ctrl-C in a terminal: the members get it too
+    (signal.SIGTERM, False),  # `kill PID`: only the runner
+])
+def test_chaos_signalled_stops_every_member_and_removes_its_temp_dir(
+    tmp_path: Path, signum: signal.Signals, to_group: bool
+) -> None:
+    run = ChaosRun(tmp_path, "--duration", "120", "--seed", "3", data_dir=False)
+    try:
+        wait_for("the chaos to start", lambda: None if "chaos for" in run.text() else "not yet")
+        (data_dir,) = run.tmp.iterdir()
+        assert len(_members_alive(data_dir)) == 3, run.text()
+        if to_group:
+            os.killpg(run.proc.pid, signum)
+        else:
+            run.proc.send_signal(signum)
+        proc = run.wait(timeout=60)
+        # Checked before the clean-up below would stop what the runner left behind.
+        assert _members_alive(data_dir) == [], show(proc)
+        with pytest.raises(ProcessLookupError):
+            os.killpg(run.proc.pid, 0)  # nothing left of its process group
+    finally:
+        run.kill()
+    assert proc.returncode == 128 + signum, show(proc)
+    no_traceback(proc)
+    after = proc.stdout.split("chaos for", 1)[1].splitlines()[1:]
+    # The timeline may go on for a moment; then one line, the last.
+    assert after and after[-1].startswith(f"error: interrupted by {signum.name}"), show(proc)
+    assert sum("interrupted" in line for line in after) == 1, show(proc)
+    assert "removed" in after[-1], show(proc)
+    assert list(run.tmp.iterdir()) == [], show(proc)
+
+
+async def _wait_pushed(chaos: Chaos) -> None:
+    """Until the runner has told every member its `desired` cut set once more.
+
+    A push round replaces `faults_changed` when it starts; a round that started
+    before `desired` changed must be over too, or it could undo the new one.
+    """
+    seen = chaos.faults_changed
+    seen.set()
+    for _ in range(2):
+        while chaos.faults_changed is seen:
+            await trio.sleep(0.01)
+        seen = chaos.faults_changed
+
+
+def test_chaos_fails_on_a_stale_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A follower cut off by fault injection answers a stale read after a write completed:
+    the checker must object and the command exit 1."""
+    final_reads = Chaos._final_reads
+    probe: dict[str, Any] = {}
+
+    async def stale_read_first(self: Chaos) -> None:
+        rows = await cluster_status(self.members, timeout=5.0)
+        leader = next(r["id"] for r in rows.values() if r.get("role") == "leader")
+        victim = next(i for i in sorted(self.members) if i != leader)
+        others = frozenset(self.members) - {victim}
+        self.desired[victim] = others
+        await _wait_pushed(self)
+        key, value = self.keys[0], "written while member was cut off"
+        reader = self.o.clients + 1
+        call = self.now()
+        async with connect([self.members[i] for i in sorted(others)], timeout=20) as client:
+            await client.set(key, value)
+        self.out.history.append(Operation(reader, "set", key, value, None, call, self.now()))
+        call = self.now()
+        async with connect([self.members[victim]], timeout=20) as client:
+            stale = await client.get(key, mode="stale")
+        self.out.history.append(Operation(reader, "get", key, None, stale, call, self.now()))
+        probe.update(victim=victim, stale=stale)
+        self.desired[victim] = frozenset()
+        await _wait_pushed(self)
+        await final_reads(self)
+
+    monkeypatch.setattr(Chaos, "_final_reads", stale_read_first)
+    result = CliRunner().invoke(app, [
+        "chaos", "--duration", "1", "--nemesis", "none", "--clients", "1", "--seed", "5",
+        "--data-dir", str(tmp_path / "data"), "--history", str(tmp_path / "history.jsonl"),
+        "--log-level", "warning"])
+    out = result.output
+    assert probe["stale"] != "written while member was cut off", out
+    assert result.exit_code == 1, out
+    assert result.exception is None or isinstance(result.exception, SystemExit), out
+    assert "checker: NOT linearizable" in out, out
+    assert "members' states equal: yes" in out, out
+    assert "verdict: FAIL" in out, out
+    assert f"data kept in {tmp_path / 'data'}" in out, out
+    assert _members_alive(tmp_path / "data") == []
 
 
 def test_chaos_bad_arguments_give_one_line(tmp_path: Path) -> None:
