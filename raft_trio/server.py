@@ -274,7 +274,7 @@ class _AckState:
 
 
 # Ticks a configuration change waits for a new leader to commit an entry of
-# its term before the change is refused.
+# its term, or for the change before it to commit, before it is refused.
 TRANSIENT_RETRY_TICKS = 50
 
 # Raft retransmits whatever matters, so a peer that falls this far behind
@@ -667,15 +667,30 @@ class RaftServer:
         With `wait` (seconds), stop waiting for it to catch up after that long and
         return the configuration with the member still a learner: a member that is
         not running yet must never become a voter, since a voter that does not
-        answer counts against the quorum. Adding a learner again with the same
-        address only waits for it and promotes it.
+        answer counts against the quorum. Adding a member again at the address it
+        has is not an error (a retried request, or `serve --join` of a member an
+        operator added): it waits for the member and promotes it as asked.
         """
         parse_address(address)
-        if not (voter and self.membership.learners.get(node_id) == address):
-            await self._change_config(lambda m: m.add_learner(node_id, address))
-        if not voter or not await self._wait_caught_up(node_id, wait):
+        if self.membership.address(node_id) != address:
+            try:
+                await self._change_config(lambda m: m.add_learner(node_id, address))
+            except CommandError:
+                if self.membership.address(node_id) != address:
+                    raise
+                # Added meanwhile by another request for the same member.
+        if not voter:
+            if node_id in self.membership.voters:
+                raise CommandError(f"member {node_id} is already a voter")
             return self.membership
-        return await self._change_config(self._promotion(node_id))
+        if not await self._wait_caught_up(node_id, wait):
+            return self.membership
+        try:
+            return await self._change_config(self._promotion(node_id))
+        except CommandError:
+            if node_id in self.membership.voters:
+                return self.membership  # promoted meanwhile (a second add_member of it)
+            raise
 
     async def promote_member(self, node_id: int, *, wait: float | None = None) -> Membership:
         """Make learner `node_id` a voter once it has caught up (as add_member says);
@@ -747,7 +762,8 @@ class RaftServer:
         return self.membership
 
     async def _wait_caught_up(self, node_id: int, wait: float | None) -> bool:
-        """Whether learner `node_id` caught up (see _lag) within `wait` seconds."""
+        """Whether learner `node_id` caught up (see _lag), or became a voter, within
+        `wait` seconds."""
         with trio.move_on_after(math.inf if wait is None else wait):
             while True:
                 self._check_running()
@@ -755,8 +771,10 @@ class RaftServer:
                 assert node is not None
                 if node.role is not Role.LEADER:
                     raise self._not_leader(node.leader_id)
+                if node_id in node.membership.voters:
+                    return True  # promoted meanwhile
                 if node_id not in node.membership.learners:
-                    raise CommandError(f"member {node_id} is not a learner")
+                    raise CommandError(f"member {node_id} is not in the cluster")
                 if self._lag(node_id) is None:
                     return True
                 await trio.sleep(self.timing.tick_interval)
@@ -1116,11 +1134,11 @@ class RaftServer:
                 except TransferInProgress:
                     self._held.append(item)
                 except ConfigChangeError as exc:
-                    if exc.transient and len(item) == 3:
-                        # Right after an election: try again on the coming ticks.
-                        self._retry.append((*item, TRANSIENT_RETRY_TICKS))
-                    elif exc.transient and item[3] > 0:
-                        self._retry.append((*item[:3], item[3] - 1))
+                    # Right after an election, or while another change is on its way
+                    # (two requests at once): try again on the coming ticks.
+                    left = item[3] if len(item) == 4 else TRANSIENT_RETRY_TICKS
+                    if (exc.transient or node.config_index > node.commit) and left > 0:
+                        self._retry.append((*item[:3], left - 1))
                     else:
                         proposal.fail(CommandError(str(exc)))
                 else:

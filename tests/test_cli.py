@@ -751,7 +751,7 @@ def test_join_transfer_and_remove_from_the_command_line(
         ok(raft("kv", "set", "during", "membership", "--cluster", spec))
 
         # Clear errors for changes that cannot be made.
-        already = raft("members", "add", "4", address, "--cluster", spec)
+        already = raft("members", "add", "4", c.members[1].address, "--cluster", spec)
         assert "already" in short_error(already, 1), show(already)
         unknown = raft("members", "remove", "9", "--cluster", spec)
         assert "not in the cluster" in short_error(unknown, 1), show(unknown)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -75,8 +76,10 @@ async def test_grow_transfer_and_remove_the_old_leader(tmp_path: Path) -> None:
             config = await client.add_member(4, new_address)
             assert config["voters"] == {**cluster, 4: new_address}
             assert (await client.members())["learners"] == {}
+            # Adding it again is answered as the first time; elsewhere, refused.
+            assert await client.add_member(4, new_address) == config
             with pytest.raises(CommandError, match="already"):
-                await client.add_member(4, new_address)
+                await client.add_member(4, cluster[1])
             assert await client.transfer_leadership(4) == 4
             await client.set("after-transfer", "yes")
             config = await client.remove_member(old.id)
@@ -246,4 +249,46 @@ async def test_promotion_waits_for_the_learner_to_catch_up(tmp_path: Path) -> No
             config = await client.promote_member(4)
             assert config["voters"] == {**cluster, 4: new_address}
             assert await client.get("k499") == "v"
+        nursery.cancel_scope.cancel()
+
+
+async def test_two_adds_of_one_member_at_once_both_end_with_a_voter(tmp_path: Path) -> None:
+    """serve --join asks to be added while an operator adds the same member: the
+    one that waits for the other's promotion must not fail."""
+    ports = free_ports(4)
+    cluster = {i + 1: f"127.0.0.1:{ports[i]}" for i in range(3)}
+    new_address = f"127.0.0.1:{ports[3]}"
+    async with trio.open_nursery() as nursery:
+        h = Harness(nursery, tmp_path)
+        for node_id in cluster:
+            await h.start(h.new(node_id, cluster))
+        await h.leader()
+        await h.start(h.new(4, {}, address=new_address))
+        configs: list[dict[str, object]] = []
+
+        async def add() -> None:
+            async with raft_trio.connect(list(cluster.values()), timeout=20) as client:
+                configs.append(await client.add_member(4, new_address))
+
+        async with trio.open_nursery() as adders:
+            adders.start_soon(add)
+            adders.start_soon(add)
+        assert [c["voters"] for c in configs] == [{**cluster, 4: new_address}] * 2
+        nursery.cancel_scope.cancel()
+
+
+async def test_changes_asked_for_at_once_are_made_one_after_the_other(tmp_path: Path) -> None:
+    ports = free_ports(5)
+    cluster = {i + 1: f"127.0.0.1:{ports[i]}" for i in range(3)}
+    async with trio.open_nursery() as nursery:
+        h = Harness(nursery, tmp_path)
+        for node_id in cluster:
+            await h.start(h.new(node_id, cluster))
+        leader = await h.leader()
+        async with trio.open_nursery() as changes:
+            # Both reach the node loop before the first change can commit.
+            for node_id in (4, 5):
+                changes.start_soon(partial(leader.add_member, node_id,
+                                           f"127.0.0.1:{ports[node_id - 1]}", voter=False))
+        assert sorted(leader.membership.learners) == [4, 5]
         nursery.cancel_scope.cancel()
