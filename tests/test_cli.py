@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -29,6 +30,7 @@ from stress.cluster import free_ports
 from stress.runner import Checklist
 
 RAFT = [sys.executable, "-m", "raft_trio"]
+ROOT = Path(__file__).resolve().parent.parent
 # Wide enough that rich never wraps a table row or a PASS line.
 ENV = {k: v for k, v in os.environ.items() if k != "RAFT_TRIO_CLUSTER"}
 ENV.update(COLUMNS="200", PYTHONUNBUFFERED="1")
@@ -320,6 +322,17 @@ def test_help_for_every_command() -> None:
     proc = subprocess.run([found, "kv", "--help"], capture_output=True, text=True, env=ENV,
                           timeout=CLI_TIMEOUT)
     assert proc.returncode == 0 and "Usage:" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_the_license_is_an_spdx_expression() -> None:
+    """A license table makes setuptools print a deprecation banner on every install."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert pyproject["project"]["license"] == "MIT"
+    # setuptools reads license expressions from version 77 on.
+    (setuptools,) = [r for r in pyproject["build-system"]["requires"]
+                     if r.startswith("setuptools")]
+    found = re.fullmatch(r"setuptools>=(\d+)(\.\d+)*", setuptools)
+    assert found and int(found.group(1)) >= 77, setuptools
 
 
 def test_bad_arguments_give_a_short_error(tmp_path: Path) -> None:
