@@ -360,9 +360,10 @@ def test_bad_arguments_give_a_short_error(tmp_path: Path) -> None:
         (["kv", "get", "k", "--cluster", member, "--read", "eventual"], 2, "--read"),
         (["kv", "get", "k", "--cluster", member, "--timeout", "0"], 2, "--timeout"),
         (["status", "--cluster", f"127.0.0.1:{port}", "--timeout", "-1"], 2, "--timeout"),
-        # Nothing listens there: the client gives up with a message.
+        # Nothing listens there: the client gives up with a message that says why.
         (["kv", "set", "k", "v", "--cluster", f"127.0.0.1:{unused}", "--timeout", "1"], 1,
-         "no leader"),
+         f"no leader answered within 1s (members 127.0.0.1:{unused}; last problem: "
+         f"127.0.0.1:{unused}: connection refused)"),
     ]
     results = raft_parallel([args for args, _, _ in cases])
     for (_args, code, mention), proc in zip(cases, results, strict=True):
