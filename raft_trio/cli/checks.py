@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from raft_trio.cli.common import fail, setup_logging
+from raft_trio.cli.common import LOG_LEVELS, fail, log_level_option, setup_logging
 from raft_trio.server import READ_MODES
 
 
@@ -45,9 +45,19 @@ def stress(
         "--reconfigure",
         help="While clients write, add a member, hand it leadership and remove the first "
              "leader; the later steps run on the new configuration.")] = False,
-    log_level: Annotated[str, typer.Option("--log-level", help="Member log level.")] = "warning",
+    log_level: Annotated[str, typer.Option(
+        "--log-level", callback=log_level_option, metavar="LEVEL",
+        help=f"Members' log level: {', '.join(LOG_LEVELS)}.")] = "warning",
 ) -> None:
-    """Build a cluster and run the ten-step correctness checklist, printing entries/s."""
+    """Build a cluster and run the ten-step correctness checklist, printing entries/s.
+
+    Examples: members in this process; then each member its own process, keeping
+    the data:
+
+    \b
+        raft-trio stress --entries 50000 --batch 100 --clients 8
+        raft-trio stress --processes --data-dir stress-data --keep
+    """
     from stress.runner import StressOptions, run_stress
 
     up_count = servers if up is None else up
@@ -113,12 +123,19 @@ def chaos(
         "--read", help="How clients read: linearizable, lease (under the leader's lease) or "
                        "stale (any member, may be behind: expect the checker to object).",
     )] = "linearizable",
-    log_level: Annotated[str, typer.Option("--log-level", help="Member log level.")] = "info",
+    log_level: Annotated[str, typer.Option(
+        "--log-level", callback=log_level_option, metavar="LEVEL",
+        help=f"Members' log level: {', '.join(LOG_LEVELS)}.")] = "info",
 ) -> None:
     """Run a cluster of processes under faults while clients read and write, then heal it,
     check the history for linearizability and compare every member's state.
 
     Exits 0 only if the history is linearizable and every member holds the same state.
+
+    Example:
+
+    \b
+        raft-trio chaos --duration 30 --clients 5 --nemesis kill,partition --seed 1
     """
     from stress.chaos import ChaosOptions, run_chaos
 

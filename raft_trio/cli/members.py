@@ -10,18 +10,18 @@ import typer
 from raft_trio.cli.common import (
     ClusterOpt,
     TimeoutOpt,
-    addresses_of,
     check_timeout,
+    cluster_addresses,
     fail,
     run_client,
 )
+from raft_trio.cli.spec import check_address
 from raft_trio.client import connect
-from raft_trio.server import parse_address
 
 
 def _membership_call(cluster: str, timeout: float, call: Any) -> Any:
     check_timeout(timeout)
-    addresses = addresses_of(cluster)
+    addresses = cluster_addresses(cluster)
 
     async def run() -> Any:
         async with connect(addresses, timeout=timeout, request_timeout=timeout) as client:
@@ -38,16 +38,22 @@ def _print_members(info: dict[str, Any]) -> None:
 
 
 MembersTimeout = Annotated[
-    float, typer.Option("--timeout", help="Give up after this many seconds.")
+    float, typer.Option("--timeout", metavar="SECONDS", help="Give up after this many seconds.")
 ]
 
 
 def members_list(
-    cluster: ClusterOpt,
+    cluster: ClusterOpt = "",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
     timeout: TimeoutOpt = 10.0,
 ) -> None:
-    """The configuration as the leader has it: voters and learners, with addresses."""
+    """The configuration as the leader has it: voters and learners, with addresses.
+
+    Example:
+
+    \b
+        raft-trio members list --cluster 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003
+    """
     info = _membership_call(cluster, timeout, lambda c: c.members())
     if as_json:
         typer.echo(json.dumps(info, indent=2))
@@ -58,19 +64,26 @@ def members_list(
 def members_add(
     node_id: Annotated[int, typer.Argument(help="Id of the new member.")],
     address: Annotated[str, typer.Argument(help="Its host:port.")],
-    cluster: ClusterOpt,
+    cluster: ClusterOpt = "",
     learner: Annotated[bool, typer.Option(
         "--learner", help="Keep it a non-voting learner (default: promote it once caught up).")
     ] = False,
     timeout: MembersTimeout = 120.0,
 ) -> None:
-    """Add a member: a learner first, a voter once its log has caught up."""
+    """Add a member: a learner first, a voter once its log has caught up.
+
+    Example (then start member 4 with `serve --id 4 --address 127.0.0.1:7004
+    --join ...`):
+
+    \b
+        raft-trio members add 4 127.0.0.1:7004 --cluster 127.0.0.1:7001,127.0.0.1:7002
+    """
     if node_id < 1:
         fail("the member id must be positive", 2)
     try:
-        parse_address(address)
+        check_address(address)
     except ValueError as exc:
-        fail(str(exc), 2)
+        fail(f"ADDRESS: {exc}", 2)
     info = _membership_call(cluster, timeout,
                             lambda c: c.add_member(node_id, address, voter=not learner))
     _print_members(info)
@@ -78,27 +91,46 @@ def members_add(
 
 def members_promote(
     node_id: Annotated[int, typer.Argument(help="Id of the learner.")],
-    cluster: ClusterOpt,
+    cluster: ClusterOpt = "",
     timeout: MembersTimeout = 120.0,
 ) -> None:
-    """Make a learner a voter, once its log has caught up."""
+    """Make a learner a voter, once its log has caught up.
+
+    Example:
+
+    \b
+        raft-trio members promote 4 --cluster 127.0.0.1:7001,127.0.0.1:7002
+    """
     _print_members(_membership_call(cluster, timeout, lambda c: c.promote_member(node_id)))
 
 
 def members_remove(
     node_id: Annotated[int, typer.Argument(help="Id of the member to remove.")],
-    cluster: ClusterOpt,
+    cluster: ClusterOpt = "",
     timeout: MembersTimeout = 30.0,
 ) -> None:
-    """Remove a member (it shuts itself down once the change is committed)."""
+    """Remove a member (it shuts itself down once the change is committed).
+
+    Example:
+
+    \b
+        raft-trio members remove 1 --cluster 127.0.0.1:7001,127.0.0.1:7002
+    """
     _print_members(_membership_call(cluster, timeout, lambda c: c.remove_member(node_id)))
 
 
 def members_transfer(
-    cluster: ClusterOpt,
-    to: Annotated[int, typer.Option("--to", help="Id of the voter to hand leadership to.")],
+    to: Annotated[int, typer.Option(
+        "--to", metavar="ID", help="Id of the voter to hand leadership to.")],
+    cluster: ClusterOpt = "",
     timeout: MembersTimeout = 30.0,
 ) -> None:
-    """Hand leadership to another voter."""
+    """Hand leadership to another voter.
+
+    Example:
+
+    \b
+        raft-trio members transfer --to 2 --cluster 127.0.0.1:7001,127.0.0.1:7002
+    """
     leader = _membership_call(cluster, timeout, lambda c: c.transfer_leadership(to))
     typer.echo(f"member {leader} leads")

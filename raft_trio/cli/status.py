@@ -9,22 +9,36 @@ from typing import Annotated, Any
 import trio
 import typer
 
-from raft_trio.cli.common import ClusterOpt, check_timeout, fail, parse_cluster
+from raft_trio.cli.common import ClusterOpt, check_timeout, cluster_members, fail
 from raft_trio.client import cluster_status, snapshot_member
 from raft_trio.errors import RaftError
 
 STATUS_COLUMNS = ["id", "address", "role", "term", "leader", "commit", "last_index", "applied",
                   "snapshot_index", "log_bytes"]
+MemberTimeout = Annotated[float, typer.Option(
+    "--timeout", metavar="SECONDS", help="Seconds to wait per member.")]
+
+
+def _numbered(spec: str) -> dict[int, str]:
+    """--cluster by id; an address given without one is numbered by its position."""
+    return {m.id if m.id is not None else position: m.address
+            for position, m in enumerate(cluster_members(spec), start=1)}
 
 
 def status(
-    cluster: ClusterOpt,
+    cluster: ClusterOpt = "",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait per member.")] = 2.0,
+    timeout: MemberTimeout = 2.0,
 ) -> None:
     """Show every member: role, term, leader, commit index, last index, applied,
-    snapshot index and log size on disk."""
-    members = parse_cluster(cluster, ids_required=False)
+    snapshot index and log size on disk.
+
+    Example:
+
+    \b
+        raft-trio status --cluster 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003
+    """
+    members = _numbered(cluster)
     check_timeout(timeout)
     rows = list(trio.run(partial(cluster_status, members, timeout=timeout)).values())
     if as_json:
@@ -67,13 +81,20 @@ def _human_bytes(n: int) -> str:
 
 
 def snapshot(
-    cluster: ClusterOpt,
+    cluster: ClusterOpt = "",
     member: Annotated[int | None, typer.Option(
-        "--id", help="Only this member (default: every member).")] = None,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait per member.")] = 60.0,
+        "--id", metavar="ID", help="Only this member (default: every member).")] = None,
+    timeout: MemberTimeout = 60.0,
 ) -> None:
-    """Have members snapshot their applied state now, and compact their logs."""
-    members = parse_cluster(cluster, ids_required=False)
+    """Have members snapshot their applied state now, and compact their logs.
+
+    Examples:
+
+    \b
+        raft-trio snapshot --cluster 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003
+        raft-trio snapshot --id 2 --cluster 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003
+    """
+    members = _numbered(cluster)
     check_timeout(timeout)
     if member is not None:
         if member not in members:
