@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from raft_trio.cli.health import verdict
 from raft_trio.kv import KVStateMachine
 from raft_trio.storage import SnapshotMeta, write_snapshot
 from stress.cluster import free_ports
@@ -251,8 +252,13 @@ class Cluster:
                 proc.wait()
 
     def status(self) -> dict[int, dict[str, Any]]:
-        rows = json.loads(ok(raft("status", "--cluster", self.spec, "--json")))
+        """Every member's status row by id (status exits 1 while there is no leader)."""
+        proc = raft("status", "--cluster", self.spec, "--json")
+        assert proc.returncode in (0, 1), show(proc)
+        no_traceback(proc)
+        rows = json.loads(proc.stdout)
         assert isinstance(rows, list)
+        assert (proc.returncode == 0) == any(r["role"] == "leader" for r in rows), show(proc)
         return {row["id"]: row for row in rows}
 
     def wait_stable(self, up: set[int]) -> tuple[int, dict[int, dict[str, Any]]]:
@@ -295,7 +301,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 HELP_COMMANDS = [
     [], ["serve"], ["kv"], ["kv", "set"], ["kv", "get"], ["kv", "del"], ["kv", "cas"],
-    ["status"], ["stress"], ["chaos"], ["snapshot"], ["members"], ["members", "list"],
+    ["status"], ["health"], ["stress"], ["chaos"], ["snapshot"], ["members"], ["members", "list"],
     ["members", "add"], ["members", "remove"], ["members", "promote"], ["members", "transfer"],
 ]
 
@@ -341,7 +347,7 @@ def test_help_for_every_command() -> None:
                      by_cmd["serve"], re.MULTILINE), by_cmd["serve"]
     assert "[cluster]" in " ".join(by_cmd["serve"].split())
     # Where a cluster can be given by the environment, the help says so.
-    for name in ("", "serve", "kv set", "status", "members list", "snapshot"):
+    for name in ("", "serve", "kv set", "status", "health", "members list", "snapshot"):
         assert "$RAFT_TRIO_CLUSTER" in by_cmd[name], by_cmd[name]
     assert "--version" in by_cmd[""]
 
@@ -410,7 +416,8 @@ def test_cluster_strings_are_checked_before_anything_is_made(tmp_path: Path) -> 
         assert mention in one_line_error(proc, 2), show(proc)
     assert not data.exists()
     # Every command that takes --cluster checks it the same way.
-    for command in (["status"], ["kv", "get", "k"], ["members", "list"], ["snapshot"]):
+    for command in (["status"], ["health"], ["kv", "get", "k"], ["members", "list"],
+                    ["snapshot"]):
         proc = raft(*command, "--cluster", f"127.0.0.1:{p1},127.0.0.1:{p1}")
         assert f"address 127.0.0.1:{p1} is given twice" in one_line_error(proc, 2), show(proc)
 
@@ -700,6 +707,10 @@ def test_kv_commands(cluster: Cluster) -> None:
     assert "not found" in short_error(del_again, 1)
 
 
+HEALTHY = re.compile(r"healthy: member \d leads in term \d+ with \d of \d voters \(quorum \d\)"
+                     r"(; not with it: [\d, ]+)?\n")
+
+
 def test_status_table_and_json(cluster: Cluster) -> None:
     leader, rows = cluster.wait_stable({1, 2, 3})
     assert sorted(rows) == [1, 2, 3]
@@ -728,10 +739,53 @@ def test_status_table_and_json(cluster: Cluster) -> None:
     roles = [cells[2] for cells in table.values()]
     assert roles.count("leader") == 1 and roles.count("follower") == 2, out
 
-    # The id-less form numbers members in order.
-    addresses = ",".join(m.address for m in cluster.members.values())
+    # Without ids in --cluster, each member says which it is: the order of the addresses
+    # does not matter.
+    addresses = ",".join(cluster.members[i].address for i in (2, 3, 1))
     plain = json.loads(ok(raft("status", "--cluster", addresses, "--json")))
-    assert [r["id"] for r in plain] == [1, 2, 3]
+    assert [(r["id"], r["address"]) for r in plain] == [
+        (i, cluster.members[i].address) for i in (1, 2, 3)], plain
+    # Ids that --cluster gets wrong are reported, and the members' own shown.
+    swapped = ",".join(f"{i}={cluster.members[j].address}" for i, j in ((1, 2), (2, 1), (3, 3)))
+    proc = raft("status", "--cluster", swapped, "--json")
+    by_address = {r["address"]: r for r in json.loads(ok(proc))}
+    for given, real in ((1, 2), (2, 1)):
+        row = by_address[cluster.members[real].address]
+        assert row["id"] == real and row["given_id"] == given, by_address
+        assert (f"warning: {row['address']} was given as member {given} but is member {real}"
+                in proc.stderr), show(proc)
+    assert "given_id" not in by_address[cluster.members[3].address], by_address
+
+    # health: one line, exit 0; any one member is enough to find the others.
+    follower = next(i for i in (1, 2, 3) if i != leader)
+    for spec in (cluster.spec, cluster.members[follower].address):
+        line = ok(raft("health", "--cluster", spec))
+        assert HEALTHY.fullmatch(line) and "with 3 of 3 voters (quorum 2)" in line, line
+
+
+def _member(node_id: int, role: str, term: int, leader: int | None) -> dict[str, Any]:
+    return {"id": node_id, "role": role, "term": term, "leader": leader}
+
+
+@pytest.mark.parametrize(("statuses", "healthy", "line"), [
+    ([_member(1, "leader", 5, 1), _member(2, "follower", 5, 1), _member(3, "follower", 5, 1)],
+     True, "member 1 leads in term 5 with 3 of 3 voters (quorum 2)"),
+    ([_member(1, "leader", 5, 1), _member(3, "follower", 5, 1)],
+     True, "member 1 leads in term 5 with 2 of 3 voters (quorum 2); not with it: 2"),
+    # A leader that has not noticed yet that it lost its followers.
+    ([_member(1, "leader", 5, 1)],
+     False, "member 1 leads in term 5 with 1 of 3 voters (quorum 2); not with it: 2, 3"),
+    # Followers of another term or leader do not count.
+    ([_member(1, "leader", 5, 1), _member(2, "follower", 4, 1), _member(3, "candidate", 6, None)],
+     False, "member 1 leads in term 5 with 1 of 3 voters (quorum 2); not with it: 2, 3"),
+    ([_member(1, "follower", 6, 2), _member(2, "follower", 6, None)],
+     False, "member 1 was named leader but does not answer as one"),
+])
+def test_health_needs_a_quorum_following_the_leader(
+    statuses: list[dict[str, Any]], healthy: bool, line: str
+) -> None:
+    voters = {i: f"127.0.0.1:{7000 + i}" for i in (1, 2, 3)}
+    assert verdict(voters, 1, {s["id"]: s for s in statuses}) == (healthy, line)
 
 
 def test_snapshot_command_and_status_columns(cluster: Cluster) -> None:
@@ -754,6 +808,19 @@ def test_snapshot_command_and_status_columns(cluster: Cluster) -> None:
     one = ok(raft("snapshot", "--cluster", cluster.spec, "--id", "2"))
     assert one.startswith("member 2: snapshot at index") and "member 1" not in one, one
     assert ok(raft("kv", "get", "snap", "--cluster", cluster.spec)).strip() == "shot"
+
+    # --id with bare addresses snapshots the member with that id, wherever it is listed.
+    ok(raft("kv", "set", "snap", "again", "--cluster", cluster.spec))
+    commit = max(r["commit"] for r in cluster.status().values())
+    wait_for("member 3 to apply the write", lambda: None if cluster.status()[3]["applied"]
+             >= commit else "not yet")
+    addresses = ",".join(cluster.members[i].address for i in (2, 3, 1))
+    out = ok(raft("snapshot", "--id", "3", "--cluster", addresses))
+    found = re.fullmatch(r"member 3: snapshot at index (\d+)\n", out)
+    assert found and int(found.group(1)) >= commit, out
+    rows = cluster.status()
+    assert rows[3]["snapshot_index"] == int(found.group(1)), rows[3]
+    assert rows[1]["snapshot_index"] < commit and rows[2]["snapshot_index"] < commit, rows
 
 
 def test_serve_refuses_a_corrupt_snapshot(tmp_path: Path) -> None:
@@ -825,18 +892,41 @@ def test_stopped_member_shows_down_and_members_exit_cleanly(cluster: Cluster) ->
     assert all(table[i][2] != "down" for i in (1, 2, 3) if i != victim), out
     rows = cluster.status()
     assert rows[victim]["role"] == "down" and rows[victim]["error"], rows
+    # Given without ids, the stopped member's id is unknown, not guessed from its position.
+    victim_address = cluster.members[victim].address
+    bare = ",".join(m.address for m in cluster.members.values())
+    bare_rows = {r["address"]: r for r in json.loads(ok(raft("status", "-c", bare, "--json")))}
+    assert bare_rows[victim_address]["id"] is None, bare_rows
+    assert bare_rows[victim_address]["role"] == "down", bare_rows
+    bare_table = ok(raft("status", "--cluster", bare))
+    assert re.search(rf"│ \? +│ {re.escape(victim_address)} +│ down ", bare_table), bare_table
+    assert f"{victim_address} (id unknown) is down: connection refused" in bare_table, bare_table
 
     # Two of three still make a quorum.
     assert ok(raft("kv", "set", "two-of-three", "ok", "--cluster", cluster.spec)).strip() == "OK"
+    line = ok(raft("health", "--cluster", cluster.spec))
+    assert HEALTHY.fullmatch(line) and f"with 2 of 3 voters (quorum 2); not with it: {victim}\n" \
+        in line, line
 
     # The rest: Ctrl-C (SIGINT) is as clean as SIGTERM.
     first, *others = cluster.running()
     assert cluster.stop(first, signal.SIGINT) == 0, cluster.members[first].log_tail()
     assert "SIGINT received" in cluster.members[first].log_path.read_text()
+    # One of three is no quorum, whether or not that one still thinks it leads.
+    unhealthy = raft("health", "--cluster", cluster.spec)
+    assert unhealthy.returncode == 1 and unhealthy.stdout.startswith("unhealthy: "), \
+        show(unhealthy)
+    assert len(unhealthy.stdout.splitlines()) == 1, show(unhealthy)
     for node_id in others:
         assert cluster.stop(node_id) == 0, cluster.members[node_id].log_tail()
-    everyone_down = json.loads(ok(raft("status", "--cluster", cluster.spec, "--json")))
-    assert [r["role"] for r in everyone_down] == ["down"] * 3
+    # No leader: status still shows every member, and exits 1.
+    proc = raft("status", "--cluster", cluster.spec, "--json")
+    assert proc.returncode == 1, show(proc)
+    assert [r["role"] for r in json.loads(proc.stdout)] == ["down"] * 3
+    assert proc.stderr == "error: none of the 3 members answered\n", show(proc)
+    proc = raft("health", "--cluster", cluster.spec)
+    assert (proc.returncode, proc.stdout) == (1, "unhealthy: none of the 3 members answered\n"), \
+        show(proc)
 
     # A member whose log was damaged refuses to start, with a message. Damage the first
     # record of the leader's log (records: 4-byte length, 4-byte crc, payload); records

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from raft_trio.cli import checks, kv, members, serve, status
+from raft_trio.cli import checks, health, kv, members, serve, status
 from raft_trio.cli.common import CLUSTER_ENV
 
 HELP = f"""raft-trio: a Raft consensus daemon and library built on Trio.
@@ -87,6 +87,7 @@ kv_app.command("get")(kv.kv_get)
 kv_app.command("del")(kv.kv_del)
 kv_app.command("cas")(kv.kv_cas)
 app.command()(status.status)
+app.command()(health.health)
 members_app.command("list")(members.members_list)
 members_app.command("add")(members.members_add)
 members_app.command("promote")(members.members_promote)
