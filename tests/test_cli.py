@@ -409,6 +409,8 @@ def test_cluster_strings_are_checked_before_anything_is_made(tmp_path: Path) -> 
         (f"1=127.0.0.1:{p1},2=::1:{p2}", f"an IPv6 address goes in brackets: [::1]:{p2}"),
         (f"1=127.0.0.1:{p1},2=300.1.2.3:{p2}", "bad IPv4 address '300.1.2.3'"),
         (f"1=127.0.0.1:{p1},x=127.0.0.1:{p2}", "bad member id 'x'"),
+        (f"1=127.0.0.1:{p1},2=127.0.0.1:7001:{p2}", "one ':' too many"),
+        (f"1=127.0.0.1:{p1},2=[::1:{p2}", "unbalanced brackets in '[::1'"),
     ]
     results = raft_parallel([["serve", "--id", "1", "--data-dir", str(data), "--cluster", spec]
                              for spec, _ in cases])
@@ -447,6 +449,8 @@ def test_bad_arguments_give_a_short_error(tmp_path: Path) -> None:
           "--data-dir", data], 2, "--join: 'nowhere' is not host:port"),
         (["serve", "--id", "4", "--join", f"127.0.0.1:{port}", "--address", "nowhere",
           "--data-dir", data], 2, "--address: 'nowhere' is not host:port"),
+        (["serve", "--id", "1", "--cluster", member, "--data-dir", data,
+          "--listen-host", "0.0.0.0:7001"], 2, "--listen-host: '0.0.0.0:7001' has a port"),
         (["members", "add", "4", "nowhere", "--cluster", member], 2, "host:port"),
         (["kv", "get", "k", "--cluster", "1=bad"], 2, "bad"),
         (["kv", "get", "k", "--cluster", member, "--read", "eventual"], 2, "--read"),
