@@ -35,6 +35,7 @@ from raft_trio.errors import (
     RaftError,
     SessionExpired,
     StaleRequest,
+    describe_os_error,
 )
 from raft_trio.server import HELLO_CLIENT, READ_MODES, parse_address
 from raft_trio.transport import DEFAULT_MAX_FRAME, FrameError, FrameReader, send_frames
@@ -336,7 +337,7 @@ class Client:
                     reply = await conn.call(op, *args)
                 except (OSError, trio.BrokenResourceError, trio.ClosedResourceError,
                         FrameError, cbor2.CBORDecodeError) as exc:
-                    last_problem = f"{self.addresses[self._target]}: {exc or type(exc).__name__}"
+                    last_problem = f"{self.addresses[self._target]}: {_describe(exc)}"
             if reply is None:
                 if last_problem == "no member tried":
                     last_problem = f"{self.addresses[self._target]}: no answer in time"
@@ -477,6 +478,13 @@ def connect(
     if not math.isfinite(timeout) or timeout <= 0:
         raise ValueError("timeout must be a positive number of seconds")
     return Client(addresses, timeout=timeout, request_timeout=request_timeout)
+
+
+def _describe(exc: Exception) -> str:
+    """A connection problem in words: "connection refused", not "[Errno 111] ..."."""
+    if isinstance(exc, OSError):
+        return describe_os_error(exc)
+    return str(exc) or type(exc).__name__
 
 
 def _check_str(**values: Any) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Any
 
 
@@ -60,3 +62,23 @@ def leaves(exc: BaseException) -> list[BaseException]:
     for inner in exc.exceptions:
         out.extend(leaves(inner))
     return out
+
+
+def describe_os_error(exc: OSError) -> str:
+    """What went wrong, in words ("connection refused"), without an `[Errno N]` prefix;
+    with the file name when there is one."""
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host name ({exc.strerror or exc})"
+    inner = exc
+    # trio.open_tcp_stream raises a plain OSError whose cause groups the real ones.
+    if exc.errno is None and isinstance(exc.__cause__, BaseExceptionGroup):
+        found = [e for e in leaves(exc.__cause__) if isinstance(e, OSError)]
+        if found:
+            inner = found[0]
+    if inner.errno is None:
+        return str(inner)
+    text = os.strerror(inner.errno)
+    text = text[0].lower() + text[1:]
+    if inner.filename is not None:
+        return f"{inner.filename}: {text}"
+    return text

@@ -16,19 +16,23 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable, Iterator, Sequence
+from importlib import metadata
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from raft_trio.cli.health import verdict
 from raft_trio.kv import KVStateMachine
 from raft_trio.storage import SnapshotMeta, write_snapshot
 from stress.cluster import free_ports
 from stress.runner import Checklist
 
 RAFT = [sys.executable, "-m", "raft_trio"]
+ROOT = Path(__file__).resolve().parent.parent
 # Wide enough that rich never wraps a table row or a PASS line.
 ENV = {k: v for k, v in os.environ.items() if k != "RAFT_TRIO_CLUSTER"}
 ENV.update(COLUMNS="200", PYTHONUNBUFFERED="1")
@@ -42,11 +46,12 @@ SETTLE_TIMEOUT = 60.0  # waiting for elections and catch-up
 
 
 
-def raft(*args: str, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:
-    """Run `raft-trio ARGS...` to completion."""
+def raft(*args: str, timeout: float = CLI_TIMEOUT,
+         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `raft-trio ARGS...` to completion (`env`: variables to set on top of ENV)."""
     return subprocess.run(
-        [*RAFT, *args], capture_output=True, text=True, env=ENV, timeout=timeout,
-        stdin=subprocess.DEVNULL,
+        [*RAFT, *args], capture_output=True, text=True, env={**ENV, **(env or {})},
+        timeout=timeout, stdin=subprocess.DEVNULL,
     )
 
 
@@ -86,6 +91,15 @@ def ok(proc: subprocess.CompletedProcess[str]) -> str:
     assert proc.returncode == 0, show(proc)
     no_traceback(proc)
     return proc.stdout
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str], code: int) -> str:
+    """Exit `code`, nothing on stdout, and one line on stderr: `error: ...`."""
+    assert proc.returncode == code, show(proc)
+    assert proc.stdout == "", show(proc)
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), show(proc)
+    return lines[0]
 
 
 def short_error(proc: subprocess.CompletedProcess[str], code: int | None = None) -> str:
@@ -130,12 +144,13 @@ def table_rows(output: str) -> dict[int, list[str]]:
 
 class Member:
     def __init__(self, node_id: int, address: str, data_dir: Path, log_path: Path,
-                 command: list[str]):
+                 command: list[str], env: dict[str, str] | None = None):
         self.id = node_id
         self.address = address
         self.data_dir = data_dir
         self.log_path = log_path
         self.command = command
+        self.env = {**ENV, **(env or {})}  # variables on top of ENV
         self.proc: subprocess.Popen[bytes] | None = None
 
     def log_tail(self, lines: int = 30) -> str:
@@ -175,7 +190,7 @@ class Cluster:
         assert member.proc is None or member.proc.poll() is not None
         with open(member.log_path, "ab") as log:
             member.proc = subprocess.Popen(member.command, stdout=log, stderr=subprocess.STDOUT,
-                                           stdin=subprocess.DEVNULL, env=ENV)
+                                           stdin=subprocess.DEVNULL, env=member.env)
 
     def wait_listening(self, node_id: int) -> None:
         member = self.members[node_id]
@@ -237,8 +252,13 @@ class Cluster:
                 proc.wait()
 
     def status(self) -> dict[int, dict[str, Any]]:
-        rows = json.loads(ok(raft("status", "--cluster", self.spec, "--json")))
+        """Every member's status row by id (status exits 1 while there is no leader)."""
+        proc = raft("status", "--cluster", self.spec, "--json")
+        assert proc.returncode in (0, 1), show(proc)
+        no_traceback(proc)
+        rows = json.loads(proc.stdout)
         assert isinstance(rows, list)
+        assert (proc.returncode == 0) == any(r["role"] == "leader" for r in rows), show(proc)
         return {row["id"]: row for row in rows}
 
     def wait_stable(self, up: set[int]) -> tuple[int, dict[int, dict[str, Any]]]:
@@ -281,7 +301,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 HELP_COMMANDS = [
     [], ["serve"], ["kv"], ["kv", "set"], ["kv", "get"], ["kv", "del"], ["kv", "cas"],
-    ["status"], ["stress"], ["snapshot"], ["members"], ["members", "list"],
+    ["status"], ["health"], ["stress"], ["chaos"], ["snapshot"], ["members"], ["members", "list"],
     ["members", "add"], ["members", "remove"], ["members", "promote"], ["members", "transfer"],
 ]
 
@@ -312,6 +332,24 @@ def test_help_for_every_command() -> None:
         assert option in by_cmd["stress"]
     assert "--json" in by_cmd["status"]
     assert "--absent" in by_cmd["kv cas"]
+    for cmd, proc in zip(HELP_COMMANDS, results, strict=True):
+        # An example of this very command, as a literal block: indented deeper than the
+        # text and not rewrapped (which would pull it in line with the text).
+        path = re.escape(" ".join(["raft-trio", *cmd]))
+        assert re.search(rf"^ {{6}}{path} ", proc.stdout, re.MULTILINE), show(proc)
+        # Flags are named, not typed.
+        assert "<bool>" not in proc.stdout, show(proc)
+    # Long example lines survive whole and continued ones stay on their own lines; square
+    # brackets are text, not markup.
+    assert "for i in 1 2 3; do raft-trio serve --id $i --data-dir d$i --cluster $members & done" \
+        in by_cmd[""]
+    assert re.search(r"^ {6}raft-trio serve --id 1 --data-dir data/1 \\\n {10}--cluster 1=",
+                     by_cmd["serve"], re.MULTILINE), by_cmd["serve"]
+    assert "[cluster]" in " ".join(by_cmd["serve"].split())
+    # Where a cluster can be given by the environment, the help says so.
+    for name in ("", "serve", "kv set", "status", "health", "members list", "snapshot"):
+        assert "$RAFT_TRIO_CLUSTER" in by_cmd[name], by_cmd[name]
+    assert "--version" in by_cmd[""]
 
     # The installed console script is the same program.
     script = Path(sys.executable).with_name("raft-trio")
@@ -320,6 +358,70 @@ def test_help_for_every_command() -> None:
     proc = subprocess.run([found, "kv", "--help"], capture_output=True, text=True, env=ENV,
                           timeout=CLI_TIMEOUT)
     assert proc.returncode == 0 and "Usage:" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_version() -> None:
+    assert ok(raft("--version")) == f"raft-trio {metadata.version('raft-trio')}\n"
+
+
+def test_the_license_is_an_spdx_expression() -> None:
+    """A license table makes setuptools print a deprecation banner on every install."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert pyproject["project"]["license"] == "MIT"
+    # setuptools reads license expressions from version 77 on.
+    (setuptools,) = [r for r in pyproject["build-system"]["requires"]
+                     if r.startswith("setuptools")]
+    found = re.fullmatch(r"setuptools>=(\d+)(\.\d+)*", setuptools)
+    assert found and int(found.group(1)) >= 77, setuptools
+
+
+def test_usage_errors_are_one_line() -> None:
+    (unused,) = free_ports(1)
+    c = ["--cluster", f"127.0.0.1:{unused}"]
+    cases: list[tuple[list[str], str]] = [
+        # Found by typer.
+        (["kv", "get", *c], "error: missing argument 'KEY'"),
+        (["kv", "get", "k", "--bogus", *c], "--bogus"),
+        (["no-such-command"], "no-such-command"),
+        (["kv", "get", "k", "--timeout", "soon", *c], "--timeout"),
+        (["serve", "--log-level", "loud"], "'loud' is not a log level"),
+        (["stress", "--log-level", "verbose", "--entries", "0"], "'verbose' is not a log level"),
+        # Found by the commands.
+        (["kv", "get", "k"], "give --cluster (or set RAFT_TRIO_CLUSTER)"),
+        (["kv", "set", "\udcff", "v", *c], "keys and values must be valid UTF-8 text"),
+        (["kv", "cas", "k", "\udcff", "new", *c], "keys and values must be valid UTF-8 text"),
+        (["kv", "cas", "k", "old", "new", "--absent", *c], "with --absent give KEY NEW"),
+        (["kv", "cas", "k", "new", *c], "give KEY EXPECTED NEW"),
+    ]
+    results = raft_parallel([args for args, _ in cases])
+    for (_args, mention), proc in zip(cases, results, strict=True):
+        assert mention in one_line_error(proc, 2), show(proc)
+
+
+def test_cluster_strings_are_checked_before_anything_is_made(tmp_path: Path) -> None:
+    (p1, p2) = free_ports(2)
+    data = tmp_path / "data"
+    cases: list[tuple[str, str]] = [
+        (f"1=127.0.0.1:{p1};2=127.0.0.1:{p2}", "separate members with commas, not ';'"),
+        (f"1=127.0.0.1:{p1},2=127.0.0.1:{p1}",
+         f"address 127.0.0.1:{p1} is given twice (members 1 and 2)"),
+        (f"1=127.0.0.1:{p1},1=127.0.0.1:{p2}", "member id 1 is given twice"),
+        (f"1=127.0.0.1:{p1},2=::1:{p2}", f"an IPv6 address goes in brackets: [::1]:{p2}"),
+        (f"1=127.0.0.1:{p1},2=300.1.2.3:{p2}", "bad IPv4 address '300.1.2.3'"),
+        (f"1=127.0.0.1:{p1},x=127.0.0.1:{p2}", "bad member id 'x'"),
+        (f"1=127.0.0.1:{p1},2=127.0.0.1:7001:{p2}", "one ':' too many"),
+        (f"1=127.0.0.1:{p1},2=[::1:{p2}", "unbalanced brackets in '[::1'"),
+    ]
+    results = raft_parallel([["serve", "--id", "1", "--data-dir", str(data), "--cluster", spec]
+                             for spec, _ in cases])
+    for (_spec, mention), proc in zip(cases, results, strict=True):
+        assert mention in one_line_error(proc, 2), show(proc)
+    assert not data.exists()
+    # Every command that takes --cluster checks it the same way.
+    for command in (["status"], ["health"], ["kv", "get", "k"], ["members", "list"],
+                    ["snapshot"]):
+        proc = raft(*command, "--cluster", f"127.0.0.1:{p1},127.0.0.1:{p1}")
+        assert f"address 127.0.0.1:{p1} is given twice" in one_line_error(proc, 2), show(proc)
 
 
 def test_bad_arguments_give_a_short_error(tmp_path: Path) -> None:
@@ -331,9 +433,10 @@ def test_bad_arguments_give_a_short_error(tmp_path: Path) -> None:
     cases: list[tuple[list[str], int | None, str]] = [
         (["serve", "--cluster", "nonsense"], 2, "nonsense"),
         (["serve", "--id", "1", "--cluster", "1=127.0.0.1:99999", "--data-dir", data], 2, "port"),
-        # A clean message naming the data dir, not a traceback from a nursery.
-        (["serve", "--id", "1", "--cluster", member, "--data-dir", str(a_file)], 1,
-         f"data dir {a_file} is not a directory"),
+        (["serve", "--id", "1", "--cluster", member, "--data-dir", str(a_file)], 2,
+         f"data dir {a_file} is a file"),
+        (["serve", "--id", "1", "--cluster", member, "--data-dir", str(a_file / "sub")], 2,
+         f"data dir {a_file / 'sub'} cannot be made: {a_file} is a file"),
         (["stress", "--entries", "0"], 2, "--entries"),
         (["serve", "--id", "1", "--cluster", member, "--data-dir", data,
           "--snapshot-entries", "-1"], 2, "--snapshot-entries"),
@@ -342,14 +445,21 @@ def test_bad_arguments_give_a_short_error(tmp_path: Path) -> None:
         (["snapshot", "--cluster", member, "--id", "5"], 2, "--id 5"),
         (["serve", "--id", "4", "--join", f"127.0.0.1:{port}", "--data-dir", data], 2,
          "--address"),
+        (["serve", "--id", "4", "--join", "nowhere", "--address", f"127.0.0.1:{unused}",
+          "--data-dir", data], 2, "--join: 'nowhere' is not host:port"),
+        (["serve", "--id", "4", "--join", f"127.0.0.1:{port}", "--address", "nowhere",
+          "--data-dir", data], 2, "--address: 'nowhere' is not host:port"),
+        (["serve", "--id", "1", "--cluster", member, "--data-dir", data,
+          "--listen-host", "0.0.0.0:7001"], 2, "--listen-host: '0.0.0.0:7001' has a port"),
         (["members", "add", "4", "nowhere", "--cluster", member], 2, "host:port"),
         (["kv", "get", "k", "--cluster", "1=bad"], 2, "bad"),
         (["kv", "get", "k", "--cluster", member, "--read", "eventual"], 2, "--read"),
         (["kv", "get", "k", "--cluster", member, "--timeout", "0"], 2, "--timeout"),
         (["status", "--cluster", f"127.0.0.1:{port}", "--timeout", "-1"], 2, "--timeout"),
-        # Nothing listens there: the client gives up with a message.
+        # Nothing listens there: the client gives up with a message that says why.
         (["kv", "set", "k", "v", "--cluster", f"127.0.0.1:{unused}", "--timeout", "1"], 1,
-         "no leader"),
+         f"no leader answered within 1s (members 127.0.0.1:{unused}; last problem: "
+         f"127.0.0.1:{unused}: connection refused)"),
     ]
     results = raft_parallel([args for args, _, _ in cases])
     for (_args, code, mention), proc in zip(cases, results, strict=True):
@@ -364,8 +474,84 @@ def test_serve_reports_a_port_in_use(tmp_path: Path) -> None:
         port = taken.getsockname()[1]
         proc = raft("serve", "--id", "1", "--cluster", f"1=127.0.0.1:{port}",
                     "--data-dir", str(tmp_path / "data"))
-    output = short_error(proc, 1)
-    assert "cannot start" in output and "in use" in output, show(proc)
+    assert one_line_error(proc, 1) == (f"error: member 1 cannot start: address 127.0.0.1:{port} "
+                                       f"is already in use"), show(proc)
+    assert not (tmp_path / "data").exists()
+
+
+def test_serve_config_file_is_checked(tmp_path: Path) -> None:
+    """Every key of a --config file is checked, before anything is made. (The files
+    below have no data_dir: a wrong one must be found before that is missed.)"""
+    (port,) = free_ports(1)
+    good = f'id = 1\n\n[cluster]\n1 = "127.0.0.1:{port}"\n'
+    cases = [
+        ("tick = 0.1\n" + good, "unknown key 'tick'"),
+        (good.replace("[cluster]", "[clusters]"), "unknown key 'clusters'"),
+        (good.replace("id = 1", 'id = "one"'), "id must be a positive number, not 'one'"),
+        (good + f'2 = "127.0.0.1:{port}"\n', f"address 127.0.0.1:{port} is given twice"),
+        (good.replace("[cluster]", "[cluster"), "is not valid TOML"),
+    ]
+    paths = []
+    for n, (text, _) in enumerate(cases):
+        paths.append(tmp_path / f"config-{n}.toml")
+        paths[-1].write_text(text)
+    results = raft_parallel([["serve", "--config", str(path)] for path in paths])
+    for (_text, mention), path, proc in zip(cases, paths, results, strict=True):
+        line = one_line_error(proc, 2)
+        assert str(path) in line and mention in line, show(proc)
+
+
+def test_serve_takes_the_cluster_from_the_environment(tmp_path: Path) -> None:
+    (port, busy_port) = free_ports(2)
+    address = f"127.0.0.1:{port}"
+    env = {"RAFT_TRIO_CLUSTER": f"1={address}"}
+    data_dir = tmp_path / "data"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", busy_port))
+        busy.listen()
+        # --cluster, then a --config file's [cluster], win over the environment: they
+        # name the busy port.
+        config = tmp_path / "cluster.toml"
+        config.write_text(f'[cluster]\n1 = "127.0.0.1:{busy_port}"\n')
+        for where in (["--cluster", f"1=127.0.0.1:{busy_port}"], ["--config", str(config)]):
+            proc = raft("serve", "--id", "1", "--data-dir", str(data_dir), *where, env=env)
+            assert f"127.0.0.1:{busy_port} is already in use" in one_line_error(proc, 1)
+
+    c = Cluster(tmp_path)
+    c.members = {1: Member(1, address, data_dir, tmp_path / "member-1.log",
+                           [*RAFT, "serve", "--id", "1", "--data-dir", str(data_dir), *TIMING],
+                           env=env)}
+    try:
+        c.start(1)
+        # The client waits for the member to elect itself.
+        assert ok(raft("kv", "set", "from", "env", "--timeout", "45", env=env)).strip() == "OK"
+        assert ok(raft("kv", "get", "from", "--cluster", address)).strip() == "env"
+        assert c.stop(1) == 0, c.members[1].log_tail()
+    finally:
+        c.shutdown()
+
+
+def test_serve_join_says_at_once_what_it_asks(tmp_path: Path) -> None:
+    """The first request to join may take the client's whole timeout (30 s) to fail;
+    the member logs what it asks before that, not only once it fails."""
+    (nobody, port) = free_ports(2)
+    c = Cluster(tmp_path)
+    data_dir = tmp_path / "member-4"
+    c.members = {4: Member(4, f"127.0.0.1:{port}", data_dir, tmp_path / "member-4.log", [
+        *RAFT, "serve", "--id", "4", "--join", f"127.0.0.1:{nobody}",
+        "--address", f"127.0.0.1:{port}", "--data-dir", str(data_dir), *TIMING,
+    ])}
+    log = c.members[4].log_path
+    try:
+        c.launch(4)
+        wait_for("the request to be logged", lambda: None if "asking" in log.read_text()
+                 else "not yet")
+        before, _, _ = log.read_text().partition("asking")
+        assert "joining failed" not in before, log.read_text()
+        assert f"asking 127.0.0.1:{nobody} to add member 4 at 127.0.0.1:{port}" in \
+            log.read_text()
+    finally:
+        c.shutdown()
 
 
 # ------------------------------------------------------------------- stress
@@ -474,7 +660,7 @@ def test_kv_commands(cluster: Cluster) -> None:
         ["kv", "set", "color", "blue", *c],
         # Values are passed through untouched, spaces and non-ASCII included.
         ["kv", "set", "greeting", "hello, wörld  ", "-c", cluster.spec],
-        ["kv", "cas", "fresh", "-", "first", "--absent", *c],
+        ["kv", "cas", "fresh", "first", "--absent", *c],
     ])
     for proc in (set_color, set_greeting, cas_absent):
         assert ok(proc).strip() == "OK"
@@ -483,7 +669,7 @@ def test_kv_commands(cluster: Cluster) -> None:
         ["kv", "get", "greeting", *c],
         ["kv", "get", "no-such-key", *c],
         ["kv", "cas", "color", "blue", "green", *c],
-        ["kv", "cas", "fresh", "-", "second", "--absent", *c],
+        ["kv", "cas", "fresh", "second", "--absent", *c],
     ])
     assert ok(get_greeting) == "hello, wörld  \n"
     assert "no-such-key" in short_error(missing, 1)
@@ -501,17 +687,19 @@ def test_kv_commands(cluster: Cluster) -> None:
     assert ok(get_fresh).strip() == "first"
     assert ok(get_color).strip() == "green"
     assert ok(lease_color).strip() == "green"
-    # A stale read from one member: it has "fresh" once it applied that far.
-    commit = max(row["commit"] for row in cluster.status().values())
+    # A stale read from one member: it may be behind, and then the key is not there yet;
+    # once it has applied that far it answers with the value, and never anything else.
+    first_member = cluster.members[1].address
 
-    def member_1_applied() -> str | None:
-        applied = cluster.status()[1]["applied"]
-        return None if applied >= commit else f"applied {applied} of {commit}"
+    def stale_read() -> str | None:
+        proc = raft("kv", "get", "fresh", "--read", "stale", "--cluster", first_member)
+        if proc.returncode == 0:
+            assert ok(proc) == "first\n", show(proc)
+            return None
+        assert "error: key 'fresh' not found" in one_line_error(proc, 1), show(proc)
+        return "not applied there yet"
 
-    wait_for("member 1 to apply the writes", member_1_applied)
-    first_member = cluster.spec.split(",")[0].split("=")[1]
-    with_stale = raft("kv", "get", "fresh", "--read", "stale", "--cluster", first_member)
-    assert ok(with_stale).strip() == "first"
+    wait_for("member 1 to answer a stale read with the value", stale_read)
 
     # Delete: the key is gone, and deleting it again says so.
     assert ok(raft("kv", "del", "color", *c)).strip() == "OK"
@@ -521,6 +709,10 @@ def test_kv_commands(cluster: Cluster) -> None:
     ])
     assert "not found" in short_error(get_deleted, 1)
     assert "not found" in short_error(del_again, 1)
+
+
+HEALTHY = re.compile(r"healthy: member \d leads in term \d+ with \d of \d voters \(quorum \d\)"
+                     r"(; not with it: [\d, ]+)?\n")
 
 
 def test_status_table_and_json(cluster: Cluster) -> None:
@@ -551,10 +743,53 @@ def test_status_table_and_json(cluster: Cluster) -> None:
     roles = [cells[2] for cells in table.values()]
     assert roles.count("leader") == 1 and roles.count("follower") == 2, out
 
-    # The id-less form numbers members in order.
-    addresses = ",".join(m.address for m in cluster.members.values())
+    # Without ids in --cluster, each member says which it is: the order of the addresses
+    # does not matter.
+    addresses = ",".join(cluster.members[i].address for i in (2, 3, 1))
     plain = json.loads(ok(raft("status", "--cluster", addresses, "--json")))
-    assert [r["id"] for r in plain] == [1, 2, 3]
+    assert [(r["id"], r["address"]) for r in plain] == [
+        (i, cluster.members[i].address) for i in (1, 2, 3)], plain
+    # Ids that --cluster gets wrong are reported, and the members' own shown.
+    swapped = ",".join(f"{i}={cluster.members[j].address}" for i, j in ((1, 2), (2, 1), (3, 3)))
+    proc = raft("status", "--cluster", swapped, "--json")
+    by_address = {r["address"]: r for r in json.loads(ok(proc))}
+    for given, real in ((1, 2), (2, 1)):
+        row = by_address[cluster.members[real].address]
+        assert row["id"] == real and row["given_id"] == given, by_address
+        assert (f"warning: {row['address']} was given as member {given} but is member {real}"
+                in proc.stderr), show(proc)
+    assert "given_id" not in by_address[cluster.members[3].address], by_address
+
+    # health: one line, exit 0; any one member is enough to find the others.
+    follower = next(i for i in (1, 2, 3) if i != leader)
+    for spec in (cluster.spec, cluster.members[follower].address):
+        line = ok(raft("health", "--cluster", spec))
+        assert HEALTHY.fullmatch(line) and "with 3 of 3 voters (quorum 2)" in line, line
+
+
+def _member(node_id: int, role: str, term: int, leader: int | None) -> dict[str, Any]:
+    return {"id": node_id, "role": role, "term": term, "leader": leader}
+
+
+@pytest.mark.parametrize(("statuses", "healthy", "line"), [
+    ([_member(1, "leader", 5, 1), _member(2, "follower", 5, 1), _member(3, "follower", 5, 1)],
+     True, "member 1 leads in term 5 with 3 of 3 voters (quorum 2)"),
+    ([_member(1, "leader", 5, 1), _member(3, "follower", 5, 1)],
+     True, "member 1 leads in term 5 with 2 of 3 voters (quorum 2); not with it: 2"),
+    # A leader that has not noticed yet that it lost its followers.
+    ([_member(1, "leader", 5, 1)],
+     False, "member 1 leads in term 5 with 1 of 3 voters (quorum 2); not with it: 2, 3"),
+    # Followers of another term or leader do not count.
+    ([_member(1, "leader", 5, 1), _member(2, "follower", 4, 1), _member(3, "candidate", 6, None)],
+     False, "member 1 leads in term 5 with 1 of 3 voters (quorum 2); not with it: 2, 3"),
+    ([_member(1, "follower", 6, 2), _member(2, "follower", 6, None)],
+     False, "member 1 was named leader but does not answer as one"),
+])
+def test_health_needs_a_quorum_following_the_leader(
+    statuses: list[dict[str, Any]], healthy: bool, line: str
+) -> None:
+    voters = {i: f"127.0.0.1:{7000 + i}" for i in (1, 2, 3)}
+    assert verdict(voters, 1, {s["id"]: s for s in statuses}) == (healthy, line)
 
 
 def test_snapshot_command_and_status_columns(cluster: Cluster) -> None:
@@ -577,6 +812,19 @@ def test_snapshot_command_and_status_columns(cluster: Cluster) -> None:
     one = ok(raft("snapshot", "--cluster", cluster.spec, "--id", "2"))
     assert one.startswith("member 2: snapshot at index") and "member 1" not in one, one
     assert ok(raft("kv", "get", "snap", "--cluster", cluster.spec)).strip() == "shot"
+
+    # --id with bare addresses snapshots the member with that id, wherever it is listed.
+    ok(raft("kv", "set", "snap", "again", "--cluster", cluster.spec))
+    commit = max(r["commit"] for r in cluster.status().values())
+    wait_for("member 3 to apply the write", lambda: None if cluster.status()[3]["applied"]
+             >= commit else "not yet")
+    addresses = ",".join(cluster.members[i].address for i in (2, 3, 1))
+    out = ok(raft("snapshot", "--id", "3", "--cluster", addresses))
+    found = re.fullmatch(r"member 3: snapshot at index (\d+)\n", out)
+    assert found and int(found.group(1)) >= commit, out
+    rows = cluster.status()
+    assert rows[3]["snapshot_index"] == int(found.group(1)), rows[3]
+    assert rows[1]["snapshot_index"] < commit and rows[2]["snapshot_index"] < commit, rows
 
 
 def test_serve_refuses_a_corrupt_snapshot(tmp_path: Path) -> None:
@@ -679,18 +927,41 @@ def test_stopped_member_shows_down_and_members_exit_cleanly(cluster: Cluster) ->
     assert all(table[i][2] != "down" for i in (1, 2, 3) if i != victim), out
     rows = cluster.status()
     assert rows[victim]["role"] == "down" and rows[victim]["error"], rows
+    # Given without ids, the stopped member's id is unknown, not guessed from its position.
+    victim_address = cluster.members[victim].address
+    bare = ",".join(m.address for m in cluster.members.values())
+    bare_rows = {r["address"]: r for r in json.loads(ok(raft("status", "-c", bare, "--json")))}
+    assert bare_rows[victim_address]["id"] is None, bare_rows
+    assert bare_rows[victim_address]["role"] == "down", bare_rows
+    bare_table = ok(raft("status", "--cluster", bare))
+    assert re.search(rf"│ \? +│ {re.escape(victim_address)} +│ down ", bare_table), bare_table
+    assert f"{victim_address} (id unknown) is down: connection refused" in bare_table, bare_table
 
     # Two of three still make a quorum.
     assert ok(raft("kv", "set", "two-of-three", "ok", "--cluster", cluster.spec)).strip() == "OK"
+    line = ok(raft("health", "--cluster", cluster.spec))
+    assert HEALTHY.fullmatch(line) and f"with 2 of 3 voters (quorum 2); not with it: {victim}\n" \
+        in line, line
 
     # The rest: Ctrl-C (SIGINT) is as clean as SIGTERM.
     first, *others = cluster.running()
     assert cluster.stop(first, signal.SIGINT) == 0, cluster.members[first].log_tail()
     assert "SIGINT received" in cluster.members[first].log_path.read_text()
+    # One of three is no quorum, whether or not that one still thinks it leads.
+    unhealthy = raft("health", "--cluster", cluster.spec)
+    assert unhealthy.returncode == 1 and unhealthy.stdout.startswith("unhealthy: "), \
+        show(unhealthy)
+    assert len(unhealthy.stdout.splitlines()) == 1, show(unhealthy)
     for node_id in others:
         assert cluster.stop(node_id) == 0, cluster.members[node_id].log_tail()
-    everyone_down = json.loads(ok(raft("status", "--cluster", cluster.spec, "--json")))
-    assert [r["role"] for r in everyone_down] == ["down"] * 3
+    # No leader: status still shows every member, and exits 1.
+    proc = raft("status", "--cluster", cluster.spec, "--json")
+    assert proc.returncode == 1, show(proc)
+    assert [r["role"] for r in json.loads(proc.stdout)] == ["down"] * 3
+    assert proc.stderr == "error: none of the 3 members answered\n", show(proc)
+    proc = raft("health", "--cluster", cluster.spec)
+    assert (proc.returncode, proc.stdout) == (1, "unhealthy: none of the 3 members answered\n"), \
+        show(proc)
 
     # A member whose log was damaged refuses to start, with a message. Damage the first
     # record of the leader's log (records: 4-byte length, 4-byte crc, payload); records
