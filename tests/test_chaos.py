@@ -5,14 +5,21 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
-from test_cli import ENV, RAFT, no_traceback, ok, raft_parallel, show, wait_for
+from test_cli import (
+    BackgroundRun,
+    members_alive_under,
+    no_traceback,
+    ok,
+    raft_parallel,
+    show,
+    wait_for,
+)
 from test_server import FAST, kv, leader_of, wait_all_applied
 from typer.testing import CliRunner
 
@@ -104,67 +111,19 @@ async def test_a_cut_member_gets_nothing_then_catches_up(faulty: InProcessCluste
 
 # ------------------------------------------------------------- the command
 
-def _members_alive(data_dir: Path) -> list[str]:
-    """Command lines of live processes serving a member from `data_dir` (orphans, if any)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if "serve" in cmdline and str(data_dir) in cmdline and state != "Z":
-            found.append(cmdline)
-    return found
-
-
-class ChaosRun:
-    """`raft-trio chaos ...` in its own session, so that a failed test can stop it all.
-
-    Without `data_dir`, the run makes its own temp directory under root/tmp.
-    """
-
-    def __init__(self, root: Path, *args: str, data_dir: bool = True):
-        self.data_dir = root / "data"
-        self.tmp = root / "tmp"
-        self.tmp.mkdir()
-        self.history = root / "history.jsonl"
-        self.output = root / "output.txt"
-        where = ["--data-dir", str(self.data_dir)] if data_dir else []
-        self.args = ["chaos", *where, "--history", str(self.history), *args]
-        with open(self.output, "w") as out:
-            self.proc = subprocess.Popen([*RAFT, *self.args], stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL,
-                                         env={**ENV, "TMPDIR": str(self.tmp)}, text=True,
-                                         start_new_session=True)
-
-    def text(self) -> str:
-        return self.output.read_text()
-
-    def wait(self, timeout: float) -> subprocess.CompletedProcess[str]:
-        try:
-            self.proc.wait(timeout)
-        finally:
-            if self.proc.poll() is None:
-                self.kill()
-        return subprocess.CompletedProcess(self.args, self.proc.returncode, self.text(), "")
-
-    def kill(self) -> None:
-        """The runner and whatever is left of its process group (members it left behind)."""
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait()
+def chaos_run(root: Path, *args: str, data_dir: bool = True) -> BackgroundRun:
+    """`raft-trio chaos ARGS` with its history in root/history.jsonl and, unless
+    `data_dir` is false, its data in root/data (else in a temp dir under root/tmp)."""
+    where = ["--data-dir", str(root / "data")] if data_dir else []
+    return BackgroundRun(root, "chaos", *where, "--history", str(root / "history.jsonl"),
+                         *args, merge_stderr=True)
 
 
 @pytest.mark.slow
 def test_chaos_passes_and_leaves_nothing_running(tmp_path: Path) -> None:
-    run = ChaosRun(tmp_path, "--duration", "30", "--clients", "5",
+    run = chaos_run(tmp_path, "--duration", "30", "--clients", "5",
                    "--nemesis", "kill,partition,pause", "--seed", "1")
-    proc = run.wait(timeout=300)
+    proc = run.result(timeout=300)
     out = ok(proc)
     assert "verdict: PASS" in out, show(proc)
     assert "checker: linearizable" in out, show(proc)
@@ -172,25 +131,26 @@ def test_chaos_passes_and_leaves_nothing_running(tmp_path: Path) -> None:
     for kind in ("kill", "partition", "pause"):
         assert re.search(rf"faults injected:.*\b{kind} [1-9]", out), show(proc)
     assert re.search(r"leader changes: [1-9]", out), show(proc)
-    history = load_history(run.history)
-    assert len(history) > 100 and f"saved to {run.history}" in out
+    history_file = tmp_path / "history.jsonl"
+    history = load_history(history_file)
+    assert len(history) > 100 and f"saved to {history_file}" in out
     assert {o.op for o in history} >= {"get", "set", "cas"}
-    assert _members_alive(run.data_dir) == []
-    logs = "".join(p.read_text() for p in run.data_dir.glob("member-*.log"))
+    assert members_alive_under(tmp_path / "data") == []
+    logs = "".join(p.read_text() for p in (tmp_path / "data").glob("member-*.log"))
     assert "fault injection: cut off from" in logs
 
 
 def test_chaos_interrupted_stops_every_member(tmp_path: Path) -> None:
-    run = ChaosRun(tmp_path, "--duration", "120", "--seed", "3")
+    run = chaos_run(tmp_path, "--duration", "120", "--seed", "3")
     try:
-        wait_for("the chaos to start", lambda: None if "chaos for" in run.text() else "not yet")
-        assert len(_members_alive(run.data_dir)) == 3, run.text()
+        wait_for("the chaos to start", lambda: None if "chaos for" in run.out() else "not yet")
+        assert len(members_alive_under(tmp_path / "data")) == 3, run.out()
         # The runner alone, as if its process got the signal: it must stop its members.
         run.proc.send_signal(signal.SIGINT)
-        proc = run.wait(timeout=60)
+        proc = run.result(timeout=60)
         assert proc.returncode == 130, show(proc)
         assert "interrupted" in proc.stdout, show(proc)
-        assert _members_alive(run.data_dir) == [], show(proc)
+        assert members_alive_under(tmp_path / "data") == [], show(proc)
     finally:
         run.kill()
 
@@ -202,18 +162,18 @@ def test_chaos_interrupted_stops_every_member(tmp_path: Path) -> None:
 def test_chaos_signalled_stops_every_member_and_removes_its_temp_dir(
     tmp_path: Path, signum: signal.Signals, to_group: bool
 ) -> None:
-    run = ChaosRun(tmp_path, "--duration", "120", "--seed", "3", data_dir=False)
+    run = chaos_run(tmp_path, "--duration", "120", "--seed", "3", data_dir=False)
     try:
-        wait_for("the chaos to start", lambda: None if "chaos for" in run.text() else "not yet")
+        wait_for("the chaos to start", lambda: None if "chaos for" in run.out() else "not yet")
         (data_dir,) = run.tmp.iterdir()
-        assert len(_members_alive(data_dir)) == 3, run.text()
+        assert len(members_alive_under(data_dir)) == 3, run.out()
         if to_group:
             os.killpg(run.proc.pid, signum)
         else:
             run.proc.send_signal(signum)
-        proc = run.wait(timeout=60)
+        proc = run.result(timeout=60)
         # Checked before the clean-up below would stop what the runner left behind.
-        assert _members_alive(data_dir) == [], show(proc)
+        assert members_alive_under(data_dir) == [], show(proc)
         with pytest.raises(ProcessLookupError):
             os.killpg(run.proc.pid, 0)  # nothing left of its process group
     finally:
@@ -225,7 +185,7 @@ def test_chaos_signalled_stops_every_member_and_removes_its_temp_dir(
     assert after and after[-1].startswith(f"error: interrupted by {signum.name}"), show(proc)
     assert sum("interrupted" in line for line in after) == 1, show(proc)
     assert "removed" in after[-1], show(proc)
-    assert list(run.tmp.iterdir()) == [], show(proc)
+    assert run.temp_dirs() == [], show(proc)
 
 
 async def _wait_pushed(chaos: Chaos) -> None:
@@ -283,7 +243,7 @@ def test_chaos_fails_on_a_stale_read(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert "members' states equal: yes" in out, out
     assert "verdict: FAIL" in out, out
     assert f"data kept in {tmp_path / 'data'}" in out, out
-    assert _members_alive(tmp_path / "data") == []
+    assert members_alive_under(tmp_path / "data") == []
 
 
 def test_chaos_bad_arguments_give_one_line(tmp_path: Path) -> None:

@@ -139,6 +139,65 @@ def table_rows(output: str) -> dict[int, list[str]]:
     return rows
 
 
+def members_alive_under(root: Path) -> list[str]:
+    """Command lines of live `serve` processes that name a path under `root`: members a
+    runner left behind, if any."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if " serve " in cmdline and str(root) in cmdline and state != "Z":
+            found.append(cmdline)
+    return found
+
+
+class BackgroundRun:
+    """`raft-trio ARGS` in its own session and with its own TMPDIR (root/tmp), so that a
+    test can see what it leaves behind and a failed test can stop all of it."""
+
+    def __init__(self, root: Path, *args: str, merge_stderr: bool = False):
+        self.root = root
+        self.tmp = root / "tmp"
+        self.tmp.mkdir()
+        self.stdout = root / "stdout.txt"
+        self.stderr = root / "stderr.txt"
+        self.args = list(args)
+        with open(self.stdout, "w") as out, open(self.stderr, "w") as err:
+            self.proc = subprocess.Popen(
+                [*RAFT, *self.args], stdout=out,
+                stderr=subprocess.STDOUT if merge_stderr else err, stdin=subprocess.DEVNULL,
+                env={**ENV, "TMPDIR": str(self.tmp)}, text=True, start_new_session=True)
+
+    def out(self) -> str:
+        return self.stdout.read_text()
+
+    def temp_dirs(self) -> list[str]:
+        """What the run left in its TMPDIR."""
+        return sorted(p.name for p in self.tmp.iterdir())
+
+    def result(self, timeout: float) -> subprocess.CompletedProcess[str]:
+        try:
+            self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.kill()
+        return subprocess.CompletedProcess(self.args, self.proc.returncode, self.out(),
+                                           self.stderr.read_text())
+
+    def kill(self) -> None:
+        """The runner and whatever is left of its process group (a failed test's clean-up)."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+
+
 # ------------------------------------------------------------------ cluster
 
 

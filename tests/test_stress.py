@@ -6,76 +6,28 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_cli import ENV, PASS_LINE, RAFT, no_traceback, ok, raft_parallel, show, wait_for
+from test_cli import (
+    PASS_LINE,
+    BackgroundRun,
+    members_alive_under,
+    no_traceback,
+    ok,
+    raft_parallel,
+    show,
+    wait_for,
+)
 from typer.testing import CliRunner
 
 from raft_trio.cli import app
 from raft_trio.kv import KVStateMachine
 
 SMALL = ["--entries", "400", "--batch", "20", "--clients", "4"]
-
-
-def _live_processes_under(root: Path) -> list[str]:
-    """Command lines of live processes that name a path under `root` (members left behind)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if str(root) in cmdline and state != "Z":
-            found.append(cmdline)
-    return found
-
-
-class Run:
-    """`raft-trio stress ARGS` in its own session, with its own TMPDIR (to see what it leaves)."""
-
-    def __init__(self, root: Path, *args: str):
-        self.root = root
-        self.tmp = root / "tmp"
-        self.tmp.mkdir()
-        self.stdout = root / "stdout.txt"
-        self.stderr = root / "stderr.txt"
-        self.args = ["stress", *args]
-        with open(self.stdout, "w") as out, open(self.stderr, "w") as err:
-            self.proc = subprocess.Popen([*RAFT, *self.args], stdout=out, stderr=err,
-                                         stdin=subprocess.DEVNULL,
-                                         env={**ENV, "TMPDIR": str(self.tmp)}, text=True,
-                                         start_new_session=True)
-
-    def out(self) -> str:
-        return self.stdout.read_text()
-
-    def result(self, timeout: float) -> subprocess.CompletedProcess[str]:
-        try:
-            self.proc.wait(timeout)
-        finally:
-            if self.proc.poll() is None:
-                self.kill()
-        return subprocess.CompletedProcess(self.args, self.proc.returncode, self.out(),
-                                           self.stderr.read_text())
-
-    def kill(self) -> None:
-        """Whatever is left of the run and its members (a failed test's clean-up)."""
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait()
-
-    def temp_dirs(self) -> list[str]:
-        return sorted(p.name for p in self.tmp.iterdir())
 
 
 # ------------------------------------------------ combinations that used to fail
@@ -90,12 +42,13 @@ VARIANTS: dict[str, list[str]] = {
 
 
 @pytest.fixture(scope="module")
-def variant_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Run]]:
+def variant_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, BackgroundRun]]:
     """Started together: they mostly wait on elections."""
-    runs: dict[str, Run] = {}
+    runs: dict[str, BackgroundRun] = {}
     try:
         for name, extra in VARIANTS.items():
-            runs[name] = Run(tmp_path_factory.mktemp(f"stress-{name}"), *SMALL, *extra)
+            runs[name] = BackgroundRun(tmp_path_factory.mktemp(f"stress-{name}"), "stress",
+                                       *SMALL, *extra)
         yield runs
     finally:
         for run in runs.values():
@@ -104,7 +57,7 @@ def variant_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
 
 @pytest.mark.parametrize("variant", [v for v in VARIANTS if v.startswith("up-2")])
 def test_two_of_three_up_with_a_reconfiguration_passes(
-    variant: str, variant_runs: dict[str, Run]
+    variant: str, variant_runs: dict[str, BackgroundRun]
 ) -> None:
     run = variant_runs[variant]
     proc = run.result(timeout=300)
@@ -124,7 +77,9 @@ def test_two_of_three_up_with_a_reconfiguration_passes(
     assert run.temp_dirs() == [], run.temp_dirs()
 
 
-def test_one_server_skips_the_steps_that_delete_its_data(variant_runs: dict[str, Run]) -> None:
+def test_one_server_skips_the_steps_that_delete_its_data(
+    variant_runs: dict[str, BackgroundRun],
+) -> None:
     run = variant_runs["servers-1"]
     proc = run.result(timeout=300)
     out = ok(proc)
@@ -194,20 +149,20 @@ def test_a_signal_stops_the_members_and_removes_the_temp_dir(
     tmp_path: Path, mode: str, signum: signal.Signals, to_group: bool
 ) -> None:
     extra = ["--processes"] if mode == "processes" else []
-    run = Run(tmp_path, *LONG, *extra, "--log-level", "error")
+    run = BackgroundRun(tmp_path, "stress", *LONG, *extra, "--log-level", "error")
     try:
         wait_for("the insertion to start",
                  lambda: None if " 2. Insert" in run.out() else "not yet")
         (data_dir,) = run.tmp.iterdir()
         if mode == "processes":
-            assert len(_live_processes_under(data_dir)) == 3, run.out()
+            assert len(members_alive_under(data_dir)) == 3, run.out()
         if to_group:
             os.killpg(run.proc.pid, signum)
         else:
             run.proc.send_signal(signum)
         proc = run.result(timeout=120)
         # Checked before the clean-up below would stop what the runner left behind.
-        assert _live_processes_under(tmp_path) == [], show(proc)
+        assert members_alive_under(tmp_path) == [], show(proc)
         with pytest.raises(ProcessLookupError):
             os.killpg(run.proc.pid, 0)  # nothing left of its process group
     finally:
@@ -223,14 +178,14 @@ def test_a_signal_stops_the_members_and_removes_the_temp_dir(
 
 def test_a_signal_keeps_a_data_dir_it_was_told_to_keep(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    run = Run(tmp_path, *LONG, "--processes", "--keep", "--data-dir", str(data_dir),
-              "--log-level", "error")
+    run = BackgroundRun(tmp_path, "stress", *LONG, "--processes", "--keep", "--data-dir",
+                        str(data_dir), "--log-level", "error")
     try:
         wait_for("the insertion to start",
                  lambda: None if " 2. Insert" in run.out() else "not yet")
         run.proc.send_signal(signal.SIGINT)
         proc = run.result(timeout=120)
-        assert _live_processes_under(tmp_path) == [], show(proc)
+        assert members_alive_under(tmp_path) == [], show(proc)
     finally:
         run.kill()
     assert proc.returncode == 130, show(proc)
