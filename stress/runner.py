@@ -239,7 +239,8 @@ class Checklist:
         progress = Progress(
             TextColumn("    inserting"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
-            console=self.console, transient=True,
+            # Piped, a bar cannot be redrawn: it would leave only an empty line.
+            console=self.console, transient=True, disable=not self.console.is_terminal,
         )
         # Keys are made before the clock starts: the figure is the cluster's, not
         # the cost of formatting strings in this process.
