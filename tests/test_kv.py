@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from raft_trio.core.messages import Entry, EntryKind
 from raft_trio.kv import KVStateMachine
-from raft_trio.server import decode_commands
+from raft_trio.server.entry_codec import decode_commands
 
 keys = st.sampled_from(["a", "b", "c"])
 values = st.sampled_from(["1", "2", "3"])

@@ -237,7 +237,7 @@ async def test_promotion_waits_for_the_learner_to_catch_up(tmp_path: Path) -> No
                 await client.promote_member(4, wait=0.3)
             await h.start(h.new(4, {}, address=new_address))
             with trio.fail_after(10):
-                while leader._lag(4) is not None:
+                while leader._membership.lag(4) is not None:
                     await trio.sleep(0.01)
             # As if it had fallen 11 entries behind the commit index: no promotion.
             # (Called in-process, with no await in between, so no answer from the

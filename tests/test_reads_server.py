@@ -13,9 +13,9 @@ from test_server import FAST, _heal, _isolate, kv, leader_of, running_cluster
 
 import raft_trio
 from raft_trio import NotLeader, RaftServer, Role, Timing
-from raft_trio.core import RaftNode
 from raft_trio.errors import CommandError
-from raft_trio.server import _TICK
+from raft_trio.server.inbox import TICK
+from raft_trio.server.node_loop import run_timer
 from stress.cluster import InProcessCluster
 
 
@@ -130,7 +130,7 @@ async def test_a_lease_read_needs_no_round_and_expires_without_a_majority(
     node = leader.node
     assert node is not None
     with trio.fail_after(10):
-        while leader._lease_index() is None:  # until a round is answered since the write
+        while leader._reads.lease_index() is None:  # until a round is answered since the write
             await trio.sleep(FAST.tick_interval)
     before = node.heartbeat_round
     assert await leader.read(["get", "k"], mode="lease") == "v"
@@ -139,7 +139,7 @@ async def test_a_lease_read_needs_no_round_and_expires_without_a_majority(
         _isolate(cluster, other.id)
     try:
         await trio.sleep(FAST.lease_seconds + FAST.tick_interval)
-        assert leader._lease_index() is None
+        assert leader._reads.lease_index() is None
     finally:
         _heal(cluster)
 
@@ -157,15 +157,17 @@ async def test_a_stalled_leader_past_its_lease_confirms_a_lease_read_first(
     assert node is not None
     await old.propose(["set", "k", "old"])
     with trio.fail_after(10):
-        while old._lease_index() is None:  # a lease in force to begin with
+        while old._reads.lease_index() is None:  # a lease in force to begin with
             await trio.sleep(FAST.tick_interval)
 
-    def stalled(node: RaftNode, item: Any) -> None:
-        if item is not _TICK:  # its clock does not tick while it is stopped
-            handle(node, item)
+    def stalled(item: Any) -> None:
+        if item is not TICK:  # its clock does not tick while it is stopped
+            handle(item)
 
-    handle = old._handle
-    old._handle = stalled  # type: ignore[method-assign]
+    loop = old._node_loop
+    assert loop is not None
+    handle = loop._handle
+    loop._handle = stalled  # type: ignore[method-assign]
     _isolate(cluster, old.id)
     outcome: list[object] = []
     try:
@@ -179,7 +181,7 @@ async def test_a_stalled_leader_past_its_lease_confirms_a_lease_read_first(
         # The stale answer is there to be given: it still leads as far as it knows...
         assert old.role is Role.LEADER and kv(old) == {"k": "old"}
         # ...but its lease ran out before anyone else could be elected.
-        assert old._lease_index() is None
+        assert old._reads.lease_index() is None
         before = node.heartbeat_round
 
         async def lease_read() -> None:
@@ -196,10 +198,10 @@ async def test_a_stalled_leader_past_its_lease_confirms_a_lease_read_first(
                 # With its ticks stopped, only the read can have started a round.
                 assert node.heartbeat_round > before
                 # It runs again (SIGCONT): the new leader's term reaches it.
-                del old._handle
+                del loop._handle
                 _heal(cluster)
     finally:
-        old.__dict__.pop("_handle", None)
+        loop.__dict__.pop("_handle", None)
         _heal(cluster)
     assert len(outcome) == 1 and isinstance(outcome[0], NotLeader), outcome
     assert outcome[0].leader_id in (None, others[0].id)
@@ -251,16 +253,16 @@ async def test_a_follower_counts_an_election_timeout_no_sooner_than_a_lease_last
     server = RaftServer(1, {1: "127.0.0.1:1"}, tmp_path, raft_trio.KVStateMachine(),
                         timing=timing)
     send, receive = trio.open_memory_channel[Any](100)
-    server._inbox_send = send
+    server.inbox = send
     ticks: list[float] = []
 
     async def count_ticks() -> None:
         async for item in receive:
-            assert item is _TICK
+            assert item is TICK
             ticks.append(trio.current_time())
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(server._timer)
+        nursery.start_soon(run_timer, server)
         nursery.start_soon(count_ticks)
         await trio.testing.wait_all_tasks_blocked()
         mock_clock.jump(1.0)  # the first tick, on time

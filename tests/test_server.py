@@ -298,21 +298,21 @@ def _isolate(cluster: InProcessCluster, member: int) -> None:
     """Cut `member` off: it sends nothing and nothing reaches it (until _heal)."""
     for node_id in cluster.running():
         server = cluster.servers[node_id]
-        original = server._route
+        original = server._replication.route
 
         def route(msgs: Sequence[Any], original: Callable[[Any], None] = original,
                   silent: bool = node_id == member) -> None:
             if not silent:
                 original([m for m in msgs if m.dst != member])
 
-        server._route = route  # type: ignore[method-assign,assignment]
+        server._replication.route = route  # type: ignore[method-assign,assignment]
         server._original_route = original  # type: ignore[attr-defined]
 
 
 def _heal(cluster: InProcessCluster) -> None:
     for node_id in cluster.running():
         server = cluster.servers[node_id]
-        server._route = server._original_route  # type: ignore[attr-defined,method-assign]
+        server._replication.route = server._original_route  # type: ignore[attr-defined,method-assign]
 
 
 async def test_a_deposed_leaders_cut_proposals_fail_instead_of_hanging(

@@ -12,7 +12,14 @@ import pytest
 
 from raft_trio import KVStateMachine, RaftServer
 from raft_trio.core import Entry, EntryKind
-from raft_trio.server import _decode_entries, _session_datas, _split_sessions, decode_commands
+from raft_trio.server.applier import Applier
+from raft_trio.server.entry_codec import (
+    decode_commands,
+    decode_entries,
+    session_datas,
+    split_sessions,
+)
+from raft_trio.server.snapshots import Snapshots
 from raft_trio.sessions import SESSION_EXPIRED, STALE, Session, SessionTable
 
 
@@ -259,7 +266,7 @@ def test_the_table_depends_only_on_the_log_however_it_is_cut_into_batches(seed: 
 
 def _session_entries(first: int, client: int, seq: int, commands: list[Any],
                      stamp: int = 1000) -> list[Entry]:
-    datas = _session_datas(client, seq, stamp, list(map(cbor2.dumps, commands)))
+    datas = session_datas(client, seq, stamp, list(map(cbor2.dumps, commands)))
     return [Entry(first + pos, 1, EntryKind.SESSION, data) for pos, data in enumerate(datas)]
 
 
@@ -269,7 +276,7 @@ def test_session_entries_hold_one_cbor_item_each() -> None:
     entries = [*_session_entries(1, C, 3, [["set", "a", "1"], ["del", "a"]]),
                Entry(3, 1, EntryKind.SESSION_EXPIRY, cbor2.dumps([5, 6])),
                Entry(4, 1, EntryKind.NOOP, b"")]
-    decoded, clean = _decode_entries(entries, {e.kind for e in entries})
+    decoded, clean = decode_entries(entries, {e.kind for e in entries})
     assert clean and decoded == [[C, 3, 0, 1000, ["set", "a", "1"]],
                                  [C, 3, 1, 1000, ["del", "a"]], [5, 6], None]
     assert decode_commands(entries)[1] is False
@@ -307,11 +314,12 @@ def _apply_in_batches(tmp_path: Path, entries: list[Entry], cuts: list[int]
                       ) -> tuple[RaftServer, list[Any]]:
     server = RaftServer(1, {1: "127.0.0.1:1"}, tmp_path, KVStateMachine())
     sm = server.state_machine
+    applier = Applier(server, Snapshots(server))
     results: list[Any] = []
     bounds = [0, *sorted(cuts), len(entries)]
     for start, stop in itertools.pairwise(bounds):
         if start < stop:
-            results += server._apply_entries(entries[start:stop], sm.apply,
+            results += applier.apply_entries(entries[start:stop], sm.apply,
                                              sm.apply_batch)  # type: ignore[attr-defined]
     return server, results
 
@@ -327,7 +335,7 @@ def test_the_applier_gives_the_same_outcome_however_the_log_is_batched(
     for slow in (False, True):
         if slow:
             # Without the shortcut for batches of SESSION entries alone.
-            monkeypatch.setattr("raft_trio.server._split_sessions", lambda datas: None)
+            monkeypatch.setattr("raft_trio.server.applier.split_sessions", lambda datas: None)
         for cuts in cuttings:
             server, results = _apply_in_batches(tmp_path, entries, cuts)
             assert results == expected
@@ -355,18 +363,18 @@ def test_splitting_session_entries_decodes_only_their_commands() -> None:
                *_session_entries(31, C, 3, [["set", "x", "y"]] * 3),  # a retry, cut short
                *_session_entries(34, 5, 1, [["del", "k"]], stamp=2000)]
     datas = [e.data for e in entries]
-    split = _split_sessions(datas)
+    split = split_sessions(datas)
     assert split is not None
     runs, commands = split
     assert runs == [(0, C, 3, 0, 1000), (30, C, 3, 0, 1000), (33, 5, 1, 0, 2000)]
     assert commands == [cbor2.loads(d)[4] for d in datas]
     # Starting mid-request, across the positions where their encoding grows.
-    assert _split_sessions(datas[20:26]) == ([(0, C, 3, 20, 1000)],
+    assert split_sessions(datas[20:26]) == ([(0, C, 3, 20, 1000)],
                                              [["set", f"k{i}", "v"] for i in range(20, 26)])
     # Anything not as the server writes it is left to the whole decode.
-    assert _split_sessions([cbor2.dumps([C, 3, 0, 1000])]) is None
-    assert _split_sessions([datas[0], datas[0][:-1]]) is None
-    assert _split_sessions([cbor2.dumps([C, 3, 1 << 40, 1000, 1])]) is None
+    assert split_sessions([cbor2.dumps([C, 3, 0, 1000])]) is None
+    assert split_sessions([datas[0], datas[0][:-1]]) is None
+    assert split_sessions([cbor2.dumps([C, 3, 1 << 40, 1000, 1])]) is None
     noncanonical = b"\x85\x19\x00\x05" + datas[-1][2:]  # client 5 in three bytes
     assert cbor2.loads(noncanonical)[0] == 5
-    assert _split_sessions([noncanonical]) is None
+    assert split_sessions([noncanonical]) is None

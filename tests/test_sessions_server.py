@@ -14,7 +14,7 @@ from test_server import FAST, _heal, _isolate, kv, leader_of, running_cluster, w
 
 import raft_trio
 from raft_trio import RaftServer, Role, SessionExpired, SnapshotPolicy, StaleRequest
-from raft_trio.client import _Connection
+from raft_trio.client.connection import Connection
 from raft_trio.core import EntryKind
 from stress.cluster import InProcessCluster, free_ports
 
@@ -68,17 +68,17 @@ async def test_a_write_whose_reply_was_lost_applies_once(
     cluster: InProcessCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     leader = await leader_of(cluster)
-    real_call = _Connection.call
+    real_call = Connection.call
     dropped = []
 
-    async def lose_the_first_reply(self: _Connection, op: str, *args: Any) -> list[Any]:
+    async def lose_the_first_reply(self: Connection, op: str, *args: Any) -> list[Any]:
         reply = await real_call(self, op, *args)
         if op == "propose" and reply[1] == "ok" and not dropped:
             dropped.append(reply)
             raise trio.BrokenResourceError("the reply was lost")
         return reply
 
-    monkeypatch.setattr(_Connection, "call", lose_the_first_reply)
+    monkeypatch.setattr(Connection, "call", lose_the_first_reply)
     async with raft_trio.connect(addresses_from(cluster, leader.id), timeout=10) as client:
         assert await client.cas("k", None, "1") is True
         assert dropped == [[1, "ok", [True]]]
@@ -227,17 +227,17 @@ async def test_a_retry_after_the_session_expired_raises_session_expired(
     # Long enough that the session outlives the pause between the two writes.
     async with running_cluster(tmp_path, session_expiry=1.0) as cluster:
         leader = await leader_of(cluster)
-        real_call = _Connection.call
+        real_call = Connection.call
         lose = False
 
-        async def lose_reply_until_expired(self: _Connection, op: str, *args: Any) -> list[Any]:
+        async def lose_reply_until_expired(self: Connection, op: str, *args: Any) -> list[Any]:
             reply = await real_call(self, op, *args)
             if lose and op == "propose" and reply[1] == "ok":
                 await wait_expired(cluster, args[1][0])
                 raise trio.BrokenResourceError("the reply was lost")
             return reply
 
-        monkeypatch.setattr(_Connection, "call", lose_reply_until_expired)
+        monkeypatch.setattr(Connection, "call", lose_reply_until_expired)
         async with raft_trio.connect(list(cluster.members.values()), timeout=15) as client:
             await client.set("a", "1")
             lose = True

@@ -207,7 +207,7 @@ async def test_a_transfer_that_stalls_resumes_where_the_follower_left_off(
         follower = cluster.servers[victim]
         # The follower stops acknowledging chunks once two thirds of the file are in:
         # the leader gives up after ack_timeout and starts the transfer again.
-        real_ack = follower._ack
+        real_ack = follower._receiver.ack
         dropped = 0
 
         def flaky_ack(chunk: Any, received: int, *, accepted: bool) -> None:
@@ -217,7 +217,7 @@ async def test_a_transfer_that_stalls_resumes_where_the_follower_left_off(
                 return
             real_ack(chunk, received, accepted=accepted)
 
-        follower._ack = flaky_ack  # type: ignore[method-assign]
+        follower._receiver.ack = flaky_ack  # type: ignore[method-assign]
         await wait_converged(cluster, timeout=30)
         assert kv(follower) == kv(leader)
         assert dropped == 2

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from raft_trio.cli.common import LOG_LEVELS, fail, log_level_option, setup_logging
-from raft_trio.server import READ_MODES
+from raft_trio.protocol import READ_MODES
 
 
 def stress(

@@ -16,7 +16,7 @@ from raft_trio.cli.common import (
     run_client,
 )
 from raft_trio.client import connect
-from raft_trio.server import READ_MODES
+from raft_trio.protocol import READ_MODES
 
 KeyArg = Annotated[str, typer.Argument(metavar="KEY", show_default=False)]
 
@@ -71,7 +71,7 @@ def kv_get(
 
     async def run() -> str | None:
         async with connect(addresses, timeout=timeout) as client:
-            return await client.get(key, mode=read)  # type: ignore[arg-type]
+            return await client.get(key, mode=read)
 
     value = run_client(run)
     if value is None:

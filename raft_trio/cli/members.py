@@ -15,8 +15,8 @@ from raft_trio.cli.common import (
     fail,
     run_client,
 )
-from raft_trio.cli.spec import check_address
 from raft_trio.client import connect
+from raft_trio.protocol import check_address
 
 
 def _membership_call(cluster: str, timeout: float, call: Any) -> Any:

@@ -28,16 +28,11 @@ from raft_trio.cli.common import (
     log_level_option,
     setup_logging,
 )
-from raft_trio.cli.spec import (
-    addresses_of,
-    check_address,
-    check_host,
-    cluster_with_ids,
-    parse_members,
-)
+from raft_trio.cli.spec import addresses_of, cluster_with_ids, parse_members
 from raft_trio.client import connect
 from raft_trio.errors import CommandError, RaftError, describe_os_error, leaves
 from raft_trio.kv import KVStateMachine
+from raft_trio.protocol import check_address, check_host
 from raft_trio.server import (
     DEFAULT_MAX_COMMAND_BYTES,
     DEFAULT_SESSION_EXPIRY,

@@ -9,15 +9,12 @@ command guesses one from its position.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
 
+from raft_trio.protocol import check_address
+
 _ID = re.compile(r"[0-9]+")
-_PORT = re.compile(r"[0-9]{1,5}")
-_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?")
-_HOST_CHARS = re.compile(r"[A-Za-z0-9._-]+")
-_IPV6_LIKE = re.compile(r"[0-9A-Za-z:.%]+")  # with a zone: fe80::1%eth0
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,53 +23,6 @@ class Member:
 
     id: int | None
     address: str
-
-
-def check_address(address: str) -> None:
-    """Raise ValueError saying what is wrong with `address` as host:port, if anything."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port:
-        raise ValueError(f"{address!r} is not host:port")
-    if not _PORT.fullmatch(port) or not 1 <= int(port) <= 65535:
-        raise ValueError(f"bad port {port!r} in {address!r}: expected 1-65535")
-    if ":" in host and not host.startswith("["):
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"{address!r} is not host:port (one ':' too many)") from None
-        raise ValueError(f"an IPv6 address goes in brackets: [{host}]:{port}")
-    try:
-        check_host(host)
-    except ValueError as exc:
-        raise ValueError(f"{address!r} is not host:port: {exc}") from None
-
-
-def check_host(host: str) -> None:
-    """Raise ValueError if `host` is neither a host name, an IPv4 address nor an IPv6
-    address (in brackets or not)."""
-    if host.startswith("[") != host.endswith("]"):
-        raise ValueError(f"unbalanced brackets in {host!r}")
-    inner = host.removeprefix("[").removesuffix("]")
-    if ":" in inner and _IPV6_LIKE.fullmatch(inner):
-        try:
-            ipaddress.IPv6Address(inner)
-        except ValueError:
-            if inner.count(":") == 1:
-                raise ValueError(f"{host!r} has a port; give the host alone") from None
-            raise ValueError(f"bad IPv6 address {host!r}") from None
-        return
-    bad = next((c for c in host if not _HOST_CHARS.fullmatch(c)), None)
-    if bad is not None:
-        raise ValueError(f"{bad!r} cannot be part of a host name")
-    labels = host.removesuffix(".").split(".")
-    if all(label.isdigit() for label in labels):
-        try:
-            ipaddress.IPv4Address(host)
-        except ValueError:
-            raise ValueError(f"bad IPv4 address {host!r}") from None
-        return
-    if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
-        raise ValueError(f"bad host name {host!r}")
 
 
 def _address_key(address: str) -> tuple[str, int]:
