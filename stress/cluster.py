@@ -8,13 +8,21 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from raft_trio.kv import KVStateMachine
-from raft_trio.server import DEFAULT_SESSION_EXPIRY, RaftServer, SnapshotPolicy, Timing
+from raft_trio.server import (
+    DEFAULT_SESSION_EXPIRY,
+    RaftServer,
+    Service,
+    SnapshotPolicy,
+    Timing,
+)
+from raft_trio.statemachine import StateMachine
 
 
 def free_ports(count: int) -> list[int]:
@@ -114,11 +122,16 @@ class Cluster:
 
 
 class InProcessCluster(Cluster):
-    """Every member is a RaftServer in this process's trio loop."""
+    """Every member is a RaftServer in this process's trio loop, each with a state machine
+    made by `state_machine` (the key-value store) and the application `services`."""
 
-    def __init__(self, nursery: trio.Nursery, *args: Any, **kwargs: Any):
+    def __init__(self, nursery: trio.Nursery, *args: Any,
+                 state_machine: Callable[[], StateMachine] = KVStateMachine,
+                 services: Sequence[Service] = (), **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.nursery = nursery
+        self.state_machine = state_machine
+        self.services = services
         self.scopes: dict[int, trio.CancelScope] = {}
         self.stopped: dict[int, trio.Event] = {}
         self.servers: dict[int, RaftServer] = {}
@@ -133,10 +146,10 @@ class InProcessCluster(Cluster):
         bootstrap = self.bootstrap_of(node_id)
         joining = not bootstrap
         server = RaftServer(node_id, bootstrap, self.member_dir(node_id),
-                            KVStateMachine(), timing=self.timing, snapshots=self.snapshots,
+                            self.state_machine(), timing=self.timing, snapshots=self.snapshots,
                             address=self.members[node_id] if joining else None,
                             fault_injection=self.fault_injection,
-                            session_expiry=self.session_expiry)
+                            session_expiry=self.session_expiry, services=self.services)
         self.servers[node_id] = server
         done = self.stopped[node_id] = trio.Event()
         try:
