@@ -126,11 +126,12 @@ class InProcessCluster(Cluster):
     made by `state_machine` (the key-value store) and the application `services`."""
 
     def __init__(self, nursery: trio.Nursery, *args: Any,
-                 state_machine: Callable[[], StateMachine] = KVStateMachine,
+                 state_machine: Callable[[], StateMachine] | None = None,
                  services: Sequence[Service] = (), **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.nursery = nursery
-        self.state_machine = state_machine
+        # Looked up now, not when this was defined: tests swap the module's KVStateMachine.
+        self.state_machine = state_machine if state_machine is not None else KVStateMachine
         self.services = services
         self.scopes: dict[int, trio.CancelScope] = {}
         self.stopped: dict[int, trio.Event] = {}
