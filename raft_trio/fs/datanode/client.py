@@ -177,10 +177,8 @@ async def get_chunk(
                     raise ProtocolError("an empty data frame")
                 await io.read_data(view[received:received + size])
                 received += size
-        except _GONE as exc:
+        except (*_GONE, ProtocolError) as exc:
             raise _unavailable(address, "failed during the get", exc) from None
-        except ProtocolError as exc:
-            raise _unavailable(address, "broke the protocol", exc) from None
         except trio.TooSlowError:
             raise DataNodeUnavailable("timeout", f"data node at {address} stalled for "
                                       f"{timeout:g} s during the get", address) from None

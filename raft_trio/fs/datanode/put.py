@@ -125,6 +125,7 @@ class Put:
         self.answered = trio.Event()
         self.downstream_ids: list[int] = []
         self.forwarded = 0
+        self.down: FrameStream | None = None
 
     async def run(self) -> list[int]:
         """Store and forward the chunk; the ids of the nodes that stored it, this one
@@ -157,6 +158,9 @@ class Put:
             if isinstance(exc, BaseExceptionGroup):
                 raise first_error(exc) from None
             raise
+        finally:
+            if self.down is not None:
+                await self.down.aclose()
         return [node.node_id, *self.downstream_ids]
 
     async def _receive(self, free_send: trio.MemorySendChannel[bytearray],
@@ -226,27 +230,24 @@ class Put:
         node = self.node
         request = self.request
         address = request.downstream[0]
-        down = await open_frame_stream(address, node.cluster_name, node.timeout)
+        # Closed by run() once every task is done: the answer's reader may still wait on it.
+        down = self.down = await open_frame_stream(address, node.cluster_name, node.timeout)
         try:
-            try:
-                await down.send_control(["put", request.chunk_id, request.length,
-                                         request.checksum, list(request.downstream[1:])])
-                nursery.start_soon(self._read_answer, down, address)
-                async for piece in pieces:
-                    await down.send_data(piece.view)
-                    self.forwarded += len(piece.view)
-                    piece.release()
-                with trio.fail_after(node.timeout):
-                    await self.answered.wait()
-            except _GONE as exc:
-                raise DataNodeUnavailable("unavailable", f"data node at {address} failed "
-                                          f"during the put: {describe(exc)}", address) from None
-            except trio.TooSlowError:
-                raise DataNodeUnavailable("timeout", f"data node at {address} stalled for "
-                                          f"{node.timeout:g} s during the put",
-                                          address) from None
-        finally:
-            await down.aclose()
+            await down.send_control(["put", request.chunk_id, request.length,
+                                     request.checksum, list(request.downstream[1:])])
+            nursery.start_soon(self._read_answer, down, address)
+            async for piece in pieces:
+                await down.send_data(piece.view)
+                self.forwarded += len(piece.view)
+                piece.release()
+            with trio.fail_after(node.timeout):
+                await self.answered.wait()
+        except _GONE as exc:
+            raise DataNodeUnavailable("unavailable", f"data node at {address} failed "
+                                      f"during the put: {describe(exc)}", address) from None
+        except trio.TooSlowError:
+            raise DataNodeUnavailable("timeout", f"data node at {address} stalled for "
+                                      f"{node.timeout:g} s during the put", address) from None
 
     async def _read_answer(self, down: FrameStream, address: str) -> None:
         try:
