@@ -1,12 +1,13 @@
 """Data nodes: the bytes of the file system's chunks (see docs/fs-design.md).
 
 - DataNode: the service (raft_trio.fs.datanode.server);
-- put_chunk, get_chunk, delete_chunk: its client (raft_trio.fs.datanode.client);
+- put_chunk, get_chunk (get_chunk_into: without a copy), delete_chunk: its client
+  (raft_trio.fs.datanode.client);
 - ChunkStore: chunks on disk (raft_trio.fs.datanode.store);
 - the wire protocol and its errors: raft_trio.fs.datanode.protocol.
 """
 
-from raft_trio.fs.datanode.client import delete_chunk, get_chunk, put_chunk
+from raft_trio.fs.datanode.client import delete_chunk, get_chunk, get_chunk_into, put_chunk
 from raft_trio.fs.datanode.protocol import (
     ChunkCorrupt,
     ChunkNotFound,
@@ -28,5 +29,6 @@ __all__ = [
     "StoreError",
     "delete_chunk",
     "get_chunk",
+    "get_chunk_into",
     "put_chunk",
 ]

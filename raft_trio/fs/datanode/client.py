@@ -15,7 +15,7 @@ next pipeline.
 from __future__ import annotations
 
 import zlib
-from collections.abc import AsyncIterable, Sequence
+from collections.abc import AsyncIterable, Callable, Sequence
 from typing import Any
 
 import trio
@@ -33,7 +33,7 @@ from raft_trio.fs.datanode.protocol import (
     open_frame_stream,
 )
 
-__all__ = ["DEFAULT_TIMEOUT", "delete_chunk", "get_chunk", "put_chunk"]
+__all__ = ["DEFAULT_TIMEOUT", "delete_chunk", "get_chunk", "get_chunk_into", "put_chunk"]
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -157,6 +157,41 @@ async def get_chunk(
     for a part against the checksum the node sends with it (the node checked the whole
     chunk). ChunkCorrupt if anything fails its checksum; DataNodeUnavailable,
     ChunkNotFound as for any request."""
+    buffers: list[bytearray] = []
+
+    def allocate(count: int) -> memoryview:
+        buffers.append(bytearray(count))
+        return memoryview(buffers[0])
+
+    await _get(address, chunk_id, checksum, offset, length, allocate, cluster_name, timeout)
+    return bytes(buffers[0])
+
+
+async def get_chunk_into(
+    address: str,
+    chunk_id: int,
+    checksum: str,
+    into: bytearray | memoryview,
+    offset: int = 0,
+    *,
+    cluster_name: str = "raft-trio",
+    timeout: float = DEFAULT_TIMEOUT,
+) -> int:
+    """get_chunk of `len(into)` bytes (or fewer at the end of the chunk), received straight
+    into `into` (a slice of a file's buffer, say), without get_chunk's copy into bytes;
+    returns how many bytes came."""
+    target = memoryview(into).cast("B")
+
+    def place(count: int) -> memoryview:
+        return target[:count]
+
+    return await _get(address, chunk_id, checksum, offset, len(target), place, cluster_name,
+                      timeout)
+
+
+async def _get(address: str, chunk_id: int, checksum: str, offset: int, length: int | None,
+               allocate: Callable[[int], memoryview], cluster_name: str,
+               timeout: float) -> int:
     check_chunk_id(chunk_id)
     parse_checksum(checksum)
     io = await open_frame_stream(address, cluster_name, timeout)
@@ -165,11 +200,12 @@ async def get_chunk(
             await io.send_control(["get", chunk_id, offset, length])
             answer = await _answer(io, address)
             count, part_checksum, chunk_checksum = _parse_get_answer(answer, address)
+            if length is not None and count > length:
+                raise ProtocolError(f"{count} bytes sent for a get of {length}")
             if chunk_checksum != checksum:
                 raise ChunkCorrupt("corrupt", f"data node at {address} holds chunk {chunk_id} "
                                    f"with checksum {chunk_checksum}, not {checksum}", address)
-            buffer = bytearray(count)
-            view = memoryview(buffer)
+            view = allocate(count)
             received = 0
             while received < count:
                 size = await io.read_data_header(min(count - received, DATA_FRAME_MAX))
@@ -184,12 +220,12 @@ async def get_chunk(
                                       f"{timeout:g} s during the get", address) from None
     finally:
         await io.aclose()
-    actual = format_crc32(zlib.crc32(buffer))
+    actual = format_crc32(zlib.crc32(view))
     if actual != part_checksum:
         raise ChunkCorrupt("corrupt", f"chunk {chunk_id} from data node at {address}: the "
                            f"bytes received have checksum {actual}, the node sent "
                            f"{part_checksum}", address)
-    return bytes(buffer)
+    return count
 
 
 def _parse_get_answer(answer: list[Any], address: str) -> tuple[int, str, str]:

@@ -315,13 +315,16 @@ class FrameStream:
         if filled == want:
             await trio.lowlevel.checkpoint()
             return
-        while filled < want:
-            received = await self._recv_into(into[filled:], self.timeout)
-            if not received:
-                raise ProtocolError(f"connection closed mid-frame ({self.frame_left} bytes "
-                                    f"of a data frame unread)")
-            filled += received
-            self.frame_left -= received
+        recv_into = self._socket.recv_into
+        # One deadline for the frame, not one per receive (a frame takes several).
+        with trio.fail_after(self.timeout):
+            while filled < want:
+                received = await recv_into(into[filled:])
+                if not received:
+                    raise ProtocolError(f"connection closed mid-frame ({self.frame_left} "
+                                        f"bytes of a data frame unread)")
+                filled += received
+                self.frame_left -= received
 
     async def skip_data(self, count: int, scratch: memoryview) -> None:
         """Receive and drop `count` bytes of data frames (headers included), finishing the

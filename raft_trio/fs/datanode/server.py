@@ -368,10 +368,14 @@ class DataNode:
                 await self._refuse(io, "io_error", f"data node {self.node_id} cannot read "
                                    f"chunk {chunk_id}: {exc}")
                 return
-            data = read.data
-            await io.send_control(["ok", len(data), read.checksum, read.chunk_checksum])
-            for start in range(0, len(data), DATA_FRAME_MAX):
-                await io.send_data(data[start:start + DATA_FRAME_MAX])
+            try:
+                data = read.data
+                await io.send_control(["ok", len(data), read.checksum, read.chunk_checksum])
+                for start in range(0, len(data), DATA_FRAME_MAX):
+                    await io.send_data(data[start:start + DATA_FRAME_MAX])
+            finally:
+                del data
+                read.close()
 
     async def _delete(self, io: FrameStream, request: list[Any]) -> None:
         try:
