@@ -24,6 +24,7 @@ from raft_trio.fs.datanode import (
     HeartbeatStats,
     delete_chunk,
     get_chunk,
+    get_chunk_into,
     put_chunk,
 )
 from raft_trio.fs.datanode import client as client_module
@@ -44,12 +45,13 @@ class Metadata:
         self.heartbeats: list[HeartbeatStats] = []
         self.replies: dict[int, Any] = {}
         self.failing: Exception | None = None
+        self.delays: dict[int, float] = {}
 
     def allocate(self, chunk_id: int, node_ids: list[int]) -> None:
         self.allocated[chunk_id] = set(node_ids)
 
     async def is_allocated(self, chunk_id: int, node_id: int) -> bool:
-        await trio.sleep(0.001)
+        await trio.sleep(self.delays.get(node_id, 0.001))
         if self.failing is not None:
             raise self.failing
         self.asked.append((chunk_id, node_id))
@@ -170,6 +172,9 @@ async def test_a_pipeline_put_lands_on_every_replica_byte_for_byte(tmp_path: Pat
             if size > 3:
                 part = await get_chunk(node.address, 1000 + size, checksum(data), 1, size - 3)
                 assert part == data[1:size - 2]
+            into = bytearray(size + 10)
+            assert await get_chunk_into(node.address, 1000 + size, checksum(data), into) == size
+            assert into[:size] == data
         assert sorted(cluster.meta.asked) == [(1000 + size, i) for i in (1, 2, 3)]
 
 
@@ -268,6 +273,53 @@ async def test_a_put_not_allocated_to_a_node_is_stored_nowhere(tmp_path: Path,
         await no_chunk_files(cluster)
         assert all(len(n.store) == 0 and n.store.used == 0 for n in cluster.nodes.values())
         assert await cluster.put([1, 2, 3], 8, data) == [1, 2, 3]
+
+
+async def test_copies_committed_upstream_are_removed_when_the_last_node_refuses(
+        tmp_path: Path) -> None:
+    """The last node answers long after the others stored their copies: they delete them."""
+    data = os.urandom(2 * MiB)
+    async with cluster_of(tmp_path) as cluster:
+        cluster.meta.allocate(7, [1, 2])
+        cluster.meta.delays[3] = 0.5
+        seen_stored = trio.Event()
+
+        async def watch() -> None:
+            await eventually(lambda: 7 in cluster.nodes[1].store and 7 in cluster.nodes[2].store)
+            seen_stored.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            with pytest.raises(DataNodeError, match="chunk 7 is not allocated to data node 3"):
+                await put_chunk(cluster.addresses([1, 2, 3]), 7, data, checksum(data))
+        assert seen_stored.is_set()
+        await no_chunk_files(cluster)
+        assert all(len(n.store) == 0 and n.store.used == 0 for n in cluster.nodes.values())
+
+
+async def test_bytes_damaged_on_the_way_are_refused(tmp_path: Path) -> None:
+    """A node (here a fake) whose bytes do not match what it announced."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    address = f"127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+
+    async def liar(stream: trio.SocketStream) -> None:
+        io = FrameStream(stream, 5)
+        await io.read_control()
+        await io.read_control()
+        await io.send_control(["ok", 5, checksum(b"hello"), checksum(b"hello")])
+        await io.send_data(memoryview(b"jello"))
+        await trio.sleep(1)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.serve_listeners, liar, listeners)
+        with pytest.raises(ChunkCorrupt, match=f"chunk 1 from data node at {address}: the "
+                                               f"bytes received have checksum "
+                                               f"{checksum(b'jello')}, the node sent "
+                                               f"{checksum(b'hello')}"):
+            await get_chunk(address, 1, checksum(b"hello"))
+        with pytest.raises(ChunkCorrupt):
+            await get_chunk(address, 1, checksum(b"hello"), 0, 5)
+        nursery.cancel_scope.cancel()
 
 
 async def test_a_put_fails_while_the_allocation_cannot_be_checked(tmp_path: Path) -> None:

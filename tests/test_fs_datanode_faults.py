@@ -168,8 +168,9 @@ async def test_refused_requests_keep_the_connection_usable(tmp_path: Path) -> No
         assert await get_chunk(cluster.nodes[1].address, 6, checksum(b"abc")) == b"abc"
 
 
+@pytest.mark.parametrize("where", ["mid-frame", "between frames"])
 async def test_a_stalled_writer_holds_bounded_memory_and_harms_no_other(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, where: str) -> None:
     async with cluster_of(tmp_path, 2, timeout=1.0) as cluster:
         first = cluster.nodes[1]
         cluster.meta.allocate(1, [1, 2])
@@ -178,7 +179,8 @@ async def test_a_stalled_writer_holds_bounded_memory_and_harms_no_other(
         await stalled.send_all(HELLO + control(["put", 1, len(data), checksum(data),
                                                 [cluster.nodes[2].address]])
                                + frame(data[:MiB]) + frame(data[MiB:2 * MiB])
-                               + frame(data[2 * MiB:2 * MiB + 1000]))
+                               + (frame(data[2 * MiB:2 * MiB + 1000]) if where == "between frames"
+                                  else struct.pack(">I", MiB) + data[2 * MiB:2 * MiB + 1000]))
         await eventually(lambda: bool(temp_files(cluster.nodes[2])))
         # While it stalls, the node holds at most its put's buffers, and serves others.
         assert 0 < first.memory.used <= 4 * MiB
