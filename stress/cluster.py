@@ -123,11 +123,12 @@ class Cluster:
 
 class InProcessCluster(Cluster):
     """Every member is a RaftServer in this process's trio loop, each with a state machine
-    made by `state_machine` (the key-value store) and the application `services`."""
+    made by `state_machine` (the key-value store) and application services made by
+    `services` (each member its own: their soft state is per member)."""
 
     def __init__(self, nursery: trio.Nursery, *args: Any,
                  state_machine: Callable[[], StateMachine] | None = None,
-                 services: Sequence[Service] = (), **kwargs: Any):
+                 services: Callable[[], Sequence[Service]] = tuple, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.nursery = nursery
         # Looked up now, not when this was defined: tests swap the module's KVStateMachine.
@@ -150,7 +151,7 @@ class InProcessCluster(Cluster):
                             self.state_machine(), timing=self.timing, snapshots=self.snapshots,
                             address=self.members[node_id] if joining else None,
                             fault_injection=self.fault_injection,
-                            session_expiry=self.session_expiry, services=self.services)
+                            session_expiry=self.session_expiry, services=self.services())
         self.servers[node_id] = server
         done = self.stopped[node_id] = trio.Event()
         try:

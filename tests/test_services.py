@@ -43,7 +43,7 @@ async def cluster_of(tmp_path: Path, services: list[Service]) -> AsyncIterator[I
     members = {i + 1: f"127.0.0.1:{p}" for i, p in enumerate(free_ports(3))}
     async with trio.open_nursery() as nursery:
         cluster = InProcessCluster(nursery, members, tmp_path, FAST, "warning",
-                                   state_machine=Register, services=services)
+                                   state_machine=Register, services=lambda: services)
         for node_id in members:
             await cluster.start(node_id)
         yield cluster
