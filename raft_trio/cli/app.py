@@ -16,8 +16,9 @@ from typing import Annotated, Any
 
 import typer
 
-from raft_trio.cli import checks, health, kv, members, serve, status
+from raft_trio.cli import checks, datanode, health, kv, members, serve, status
 from raft_trio.cli.common import CLUSTER_ENV
+from raft_trio.cli.fs import fs_app
 
 HELP = f"""raft-trio: a Raft consensus daemon and library built on Trio.
 
@@ -55,6 +56,7 @@ members_app = typer.Typer(
     no_args_is_help=True, rich_markup_mode=None,
 )
 app.add_typer(members_app, name="members")
+app.add_typer(fs_app, name="fs")
 
 
 def _version() -> str:
@@ -96,6 +98,7 @@ members_app.command("transfer")(members.members_transfer)
 app.command()(status.snapshot)
 app.command()(checks.stress)
 app.command()(checks.chaos)
+app.command()(datanode.datanode)
 
 
 # A member keeps every log entry in memory as a small tuple. With the default

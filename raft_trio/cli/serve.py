@@ -31,6 +31,7 @@ from raft_trio.cli.common import (
 from raft_trio.cli.spec import addresses_of, cluster_with_ids, parse_members
 from raft_trio.client import connect
 from raft_trio.errors import CommandError, RaftError, describe_os_error, leaves
+from raft_trio.fs.registry import DEFAULT_DEAD_AFTER
 from raft_trio.kv import KVStateMachine
 from raft_trio.protocol import check_address, check_host
 from raft_trio.server import (
@@ -38,10 +39,12 @@ from raft_trio.server import (
     DEFAULT_SESSION_EXPIRY,
     MAX_COMMAND_BYTES,
     RaftServer,
+    Service,
     SnapshotPolicy,
     Timing,
     parse_address,
 )
+from raft_trio.statemachine import StateMachine
 from raft_trio.storage import SnapshotCorruption, WALCorruption
 
 _DEFAULT_SNAPSHOTS = SnapshotPolicy()
@@ -112,6 +115,15 @@ def serve(
     log_level: Annotated[str, typer.Option(
         "--log-level", callback=log_level_option, metavar="LEVEL",
         help=f"{', '.join(LOG_LEVELS)}.")] = "info",
+    state_machine: Annotated[str, typer.Option(
+        "--state-machine", metavar="NAME",
+        help="What the cluster replicates: kv (a key-value store) or fs (a file system's "
+             "metadata; its data lives in `raft-trio datanode`s). Every member of a cluster "
+             "must run the same one.")] = "kv",
+    dead_after: Annotated[float, typer.Option(
+        "--dead-after", metavar="SECONDS",
+        help="With --state-machine fs: as leader, count a data node dead after this long "
+             "without a heartbeat.")] = DEFAULT_DEAD_AFTER,
     fault_injection: Annotated[bool, typer.Option(
         "--fault-injection", hidden=True,
         help="Let clients cut this member's links to chosen peers (for `raft-trio chaos`).",
@@ -192,7 +204,13 @@ def serve(
                     check_quorum=check_quorum)
     policy = SnapshotPolicy(entries=snapshot_entries, bytes=snapshot_bytes,
                             trailing=snapshot_trailing)
-    server = RaftServer(node_id, members, data_dir, KVStateMachine(),
+    if state_machine not in STATE_MACHINES:
+        fail(f"--state-machine must be one of {', '.join(STATE_MACHINES)}, not "
+             f"{state_machine!r}", 2)
+    if not (math.isfinite(dead_after) and dead_after > 0):
+        fail("--dead-after must be a positive number of seconds", 2)
+    replicated, services = _state_machine(state_machine, dead_after)
+    server = RaftServer(node_id, members, data_dir, replicated, services=services,
                         timing=timing, snapshots=policy, listen_host=listen_host,
                         address=address if join is not None else None,
                         promote_within=promote_within, fault_injection=fault_injection,
@@ -215,6 +233,19 @@ def _parse_cluster_option(spec: str, source: str) -> dict[int, str]:
         return cluster_with_ids(spec)
     except ValueError as exc:
         fail(f"{source}: {exc}", 2)
+
+
+STATE_MACHINES = ("kv", "fs")
+
+
+def _state_machine(name: str, dead_after: float) -> tuple[StateMachine, list[Service]]:
+    """The state machine `serve --state-machine NAME` replicates, and its services."""
+    if name == "fs":
+        from raft_trio.fs.metadata import Namespace
+        from raft_trio.fs.registry import Registry, fs_service
+
+        return Namespace(), [fs_service(Registry(dead_after))]
+    return KVStateMachine(), []
 
 
 def _read_config(path: Path) -> dict[str, Any]:
