@@ -54,8 +54,10 @@ def _run(cluster: str, timeout: float, body: Callable[[FileSystem], Awaitable[T]
     try:
         return trio.run(run)
     except OSError as exc:
-        where = f"{exc.filename}: " if exc.filename else ""
-        fail(f"{where}{exc.strerror or exc}")
+        message = exc.strerror or str(exc)
+        if exc.filename and str(exc.filename) not in message:
+            message = f"{exc.filename}: {message}"
+        fail(message)
     except ValueError as exc:
         fail(str(exc), 2)
     except RaftError as exc:
