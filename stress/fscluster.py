@@ -6,14 +6,15 @@ from __future__ import annotations
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from raft_trio.client import RaftClient
 from raft_trio.fs.client import FileSystem
-from raft_trio.fs.datanode.server import DataNode, HeartbeatStats
+from raft_trio.fs.datanode.server import DataNode
+from raft_trio.fs.members import serve_datanode
 from raft_trio.fs.metadata import Namespace
 from raft_trio.fs.registry import Registry, fs_service
 from raft_trio.server import Service, Timing
@@ -44,27 +45,16 @@ class DataNodes:
         return node
 
     async def _run(self, node_id: int, task_status: trio.TaskStatus[DataNode]) -> None:
-        timeout = max(5.0, self.heartbeat * 3)
-        async with RaftClient(self.metadata, timeout=timeout) as checks, \
-                RaftClient(self.metadata, timeout=timeout) as reports:
-
-            async def is_allocated(chunk_id: int, to: int) -> bool:
-                allocation: Any = await checks.read(["allocation", chunk_id])
-                return isinstance(allocation, list) and to in allocation[2]
-
-            async def heartbeat(stats: HeartbeatStats) -> Any:
-                return await reports.call("fs.heartbeat", *stats.as_args())
-
-            node = DataNode(node_id, f"127.0.0.1:{self.ports[node_id]}", self.data_dir(node_id),
-                            is_allocated=is_allocated, heartbeat=heartbeat,
-                            heartbeat_interval=self.heartbeat)
-            with trio.CancelScope() as scope:
-                self.scopes[node_id] = scope
+        with trio.CancelScope() as scope:
+            self.scopes[node_id] = scope
+            # The node runs in this task's own nursery, so that `stop` cancels it.
+            async with trio.open_nursery() as nursery:
+                node = await nursery.start(partial(
+                    serve_datanode, node_id, f"127.0.0.1:{self.ports[node_id]}",
+                    self.data_dir(node_id), self.metadata, heartbeat=self.heartbeat))
                 self.nodes[node_id] = node
-                await self.nursery.start(node.serve)
                 task_status.started(node)
-                await trio.sleep_forever()
-            self.scopes.pop(node_id, None)
+        self.scopes.pop(node_id, None)
 
     async def stop(self, node_id: int) -> None:
         """Stop a data node as a crash would, as far as its peers can tell."""

@@ -126,7 +126,11 @@ async def test_a_data_node_killed_during_a_write_and_during_a_read(tmp_path: Pat
 
             nursery.start_soon(kill_soon)
             await fs.write_file("/big", _Trickle(data))
+        assert 1 not in cluster.datanodes.scopes
         assert await fs.read_file("/big") == data
+        # The chunks written after the kill went to the three nodes left.
+        info = await fs._query(["chunks", "/big"], "/big")
+        assert 1 not in info["chunks"][-1][3]
         # Kill one holder of the first chunk: reads fall back to another replica.
         info = await fs._query(["chunks", "/big"], "/big")
         holder = info["chunks"][0][3][0]

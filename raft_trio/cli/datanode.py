@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import math
 import signal
+from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import trio
 import typer
@@ -20,9 +21,8 @@ from raft_trio.cli.common import (
     log_level_option,
     setup_logging,
 )
-from raft_trio.client import RaftClient
 from raft_trio.errors import RaftError, leaves
-from raft_trio.fs.datanode.server import DataNode, HeartbeatStats
+from raft_trio.fs.members import serve_datanode
 from raft_trio.protocol import check_address
 
 log = logging.getLogger("raft_trio.fs")
@@ -88,28 +88,12 @@ def datanode(
 
 async def _run(node_id: int, listen: str, address: str | None, data_dir: Path,
                metadata: list[str], heartbeat: float) -> None:
-    # Two clients: a heartbeat that waits for a leader must not hold up the
-    # allocation checks of chunks being written (a client runs one request at a time).
-    timeout = max(5.0, heartbeat * 3)
-    async with RaftClient(metadata, timeout=timeout) as checks, \
-            RaftClient(metadata, timeout=timeout) as reports:
-
-        async def is_allocated(chunk_id: int, to: int) -> bool:
-            allocation: Any = await checks.read(["allocation", chunk_id])
-            return (isinstance(allocation, list) and len(allocation) == 3
-                    and isinstance(allocation[2], list) and to in allocation[2])
-
-        async def send_heartbeat(stats: HeartbeatStats) -> Any:
-            return await reports.call("fs.heartbeat", *stats.as_args())
-
-        node = DataNode(node_id, listen, data_dir, is_allocated=is_allocated,
-                        heartbeat=send_heartbeat, heartbeat_interval=heartbeat,
-                        address=address)
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(node.serve)
-                async for signum in signals:
-                    log.info("data node %d: %s received, shutting down", node_id,
-                             signal.Signals(signum).name)
-                    nursery.cancel_scope.cancel()
-                    break
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(serve_datanode, node_id, listen, data_dir, metadata,
+                                        heartbeat=heartbeat, address=address))
+            async for signum in signals:
+                log.info("data node %d: %s received, shutting down", node_id,
+                         signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
