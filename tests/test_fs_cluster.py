@@ -188,3 +188,22 @@ async def test_a_leader_change_during_a_write(tmp_path: Path) -> None:
             await fs.write_file("/f", _Trickle(data))
         assert leader.role.value != "leader"
         assert await fs.read_file("/f") == data
+
+
+def test_the_filesystem_example_runs() -> None:
+    import subprocess
+    import sys
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "filesystem.py"
+    proc = subprocess.run([sys.executable, str(example)], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.splitlines() == [
+        "wrote 10240000 bytes in 3 chunks, 3 replicas each",
+        "read it back from the data nodes",
+        "/photos: ['2026', 'cat.raw']",
+        "/notes.txt: ['line 0', 'line 1', 'line 2']",
+        "delete /photos: /photos is not empty",
+        "/: ['notes.txt']",
+        "everything stopped",
+    ]
