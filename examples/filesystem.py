@@ -35,6 +35,7 @@ async def main() -> None:
                                             list(META.values()), heartbeat=0.2))
 
             async with raft_trio.fs.connect(list(META.values())) as fs:
+                await fs.wait_for_datanodes(3)  # until all three have reported
                 await fs.mkdir("/photos/2026", parents=True)
                 picture = bytes(range(256)) * 40_000  # 10 MB: three chunks of 4 MiB
                 stat = await fs.write_file("/photos/2026/cat.raw", picture)

@@ -80,15 +80,7 @@ class FSCluster:
     async def wait_datanodes(self, count: int, timeout: float = 10.0) -> None:
         """Until the leader counts `count` live data nodes."""
         async with self.client() as fs:
-            with trio.fail_after(timeout):
-                while True:
-                    try:
-                        nodes = await fs.datanodes()
-                    except Exception:
-                        nodes = []
-                    if sum(n["state"] == "live" for n in nodes) >= count:
-                        return
-                    await trio.sleep(0.05)
+            await fs.wait_for_datanodes(count, timeout)
 
 
 FAST = Timing(tick_interval=0.02, election_ticks=10)

@@ -34,7 +34,7 @@ from typing import Any, Self
 import trio
 
 from raft_trio.client import RaftClient
-from raft_trio.errors import leaves
+from raft_trio.errors import RaftError, leaves
 from raft_trio.fs.checksum import checksum
 from raft_trio.fs.datanode.client import get_chunk, put_chunk
 from raft_trio.fs.datanode.protocol import DataNodeError
@@ -158,6 +158,22 @@ class FileSystem:
         self._nodes = {n["id"]: (n["address"], n["state"] == "live") for n in result}
         return result
 
+    async def wait_for_datanodes(self, count: int, timeout: float = 30.0) -> None:
+        """Wait until the leader counts at least `count` live data nodes (after a start,
+        or an election: a new leader learns them from their next heartbeats).
+        TimeoutError if it does not within `timeout` seconds."""
+        live = 0
+        with trio.move_on_after(timeout):
+            while True:
+                try:
+                    live = sum(n["state"] == "live" for n in await self.datanodes())
+                except RaftError:
+                    live = 0
+                if live >= count:
+                    return
+                await trio.sleep(0.05)
+        raise TimeoutError(f"{live} live data nodes after {timeout:g}s, not {count}")
+
     # ---------------------------------------------------------------- write
 
     async def write_file(
@@ -172,8 +188,16 @@ class FileSystem:
         replication = replication or self.replication
         chunk_size = chunk_size or self.chunk_size
         write_id = secrets.randbits(63)
-        await self._apply(["create", path, write_id, exclusive, mode, replication, chunk_size,
-                           _now()], path)
+        create = ["create", path, write_id, exclusive, mode, replication, chunk_size, _now()]
+        if isinstance(data, bytes | bytearray | memoryview) and not data:
+            # No chunks: the write begins and ends in one request, one Raft round trip.
+            results = await self.raft.propose([create, ["complete_file", write_id, 0, _now()]])
+            for result in results:
+                check(result, path)
+            empty: dict[str, Any] = results[1]
+            empty["replicas"] = replication
+            return empty
+        await self._apply(create, path)
         write = _Write(path, write_id, replication, self.window, progress)
         try:
             size = 0
