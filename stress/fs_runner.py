@@ -140,14 +140,16 @@ class FSChecklist(ClusterChecklist):
         await (self.stop_all_quietly() if quietly else self.stop_all())
 
     async def wait_datanodes(self) -> str:
-        """Until the leader counts every data node live at its address, each reporting at
-        least the chunk copies the namespace places on it."""
-        counts: dict[int, int] = {}
+        """Until the leader counts every data node live at its address, with a heartbeat
+        sent since this call; then each must report at least the chunk copies the
+        namespace places on it (more would be garbage, which is not checked)."""
+        nodes: dict[int, dict[str, Any]] = {}
+        since = trio.current_time()
         async with self.client() as fs:
 
             async def check() -> str | None:
                 try:
-                    nodes = {n["id"]: n for n in await fs.datanodes()}
+                    nodes.update((n["id"], n) for n in await fs.datanodes())
                 except (RaftError, OSError) as exc:
                     return f"the leader's list of data nodes: {exc}"
                 for node_id, address in self.datanodes.addresses.items():
@@ -157,18 +159,20 @@ class FSChecklist(ClusterChecklist):
                     if node["state"] != "live":
                         return f"data node {node_id} is {node['state']}"
                     if node["address"] != address:
-                        return f"data node {node_id} reports address {node['address']}, " \
-                               f"not {address}"
-                    placed = self.placed.get(node_id, 0)
-                    if node["chunks"] < placed:
-                        return (f"data node {node_id} reports {node['chunks']} chunks; the "
-                                f"namespace places {placed} on it")
-                    counts[node_id] = node["chunks"]
+                        return (f"data node {node_id} reports address {node['address']}, "
+                                f"not {address}")
+                    if node["since_heartbeat"] >= trio.current_time() - since:
+                        return f"no heartbeat from data node {node_id} yet"
                 return None
 
             await self.wait_until("data nodes not all reporting", check)
-        shown = "/".join(str(counts[i]) for i in self.datanode_ids)
-        return f"{plural(len(counts), 'data node')} live ({shown} chunks)"
+        for node_id in self.datanode_ids:
+            reported, placed = nodes[node_id]["chunks"], self.placed.get(node_id, 0)
+            if reported < placed:
+                raise StepFailed(f"data node {node_id} reports {plural(reported, 'chunk')}; "
+                                 f"the namespace places {placed} on it")
+        shown = "/".join(str(nodes[i]["chunks"]) for i in self.datanode_ids)
+        return f"{plural(len(self.datanode_ids), 'data node')} live ({shown} chunks)"
 
     async def for_each_file(self, work: Callable[[FileSystem, FileSpec], Awaitable[None]],
                             files: Iterable[FileSpec] | None = None) -> None:
@@ -300,7 +304,7 @@ class FSChecklist(ClusterChecklist):
                 problems.add(f"{spec.path}: {exc}")
 
         await self.for_each_file(read)
-        problems.raise_any("file wrong")
+        problems.raise_any("wrong file")
         elapsed = time.perf_counter() - started
         mb = self.workload.total_bytes() / MB
         self.read_rates.append(mb / elapsed)
@@ -365,10 +369,12 @@ class FSChecklist(ClusterChecklist):
         chunks, copies, _, elapsed = await self.check_replicas()
         mb = self.workload.total_bytes() * self.o.replication / MB
         reported = await self.wait_datanodes()
-        # What every member must still hold after the restarts and the wipe (step 9).
-        self.reference = await self.listing(self.up_ids[0])
+        # What every member must still hold after the restarts and the wipe (step 9),
+        # once every member has applied every entry.
+        await self.wait_committed()
         st = await self.statuses()
         self.expected_last = max(s["last_index"] for s in st.values())
+        self.reference = await self.listing(self.up_ids[0])
         return (f"{copies} copies of {plural(chunks, 'chunk')} ({mb:,.1f} MB) read from their "
                 f"data nodes in {elapsed:.2f}s ({mb / elapsed:,.1f} MB/s), every one as "
                 f"written; {reported}")
@@ -411,7 +417,7 @@ class FSChecklist(ClusterChecklist):
                 f"{len(self.up_ids)} members (member {self.wiped_member} rebuilt); the "
                 f"client's listing of every directory agrees ({walked} entries)")
 
-    async def walk(self, fs: FileSystem) -> int:
+    async def walk(self, fs: Any) -> int:
         """Every directory through the client (readdir, linearizable), against the tree
         written; returns the entries seen."""
         tree = self.workload.children()
@@ -419,7 +425,11 @@ class FSChecklist(ClusterChecklist):
         seen = 0
         for directory in sorted(tree):
             expected = tree[directory]
-            entries = dict(await fs.scandir(directory))
+            try:
+                entries = dict(await fs.scandir(directory))
+            except OSError as exc:
+                problems.add(f"{directory}: {exc}")
+                continue
             seen += len(entries)
             if entries.keys() != expected.keys():
                 extra, missing = entries.keys() - expected.keys(), expected.keys() - entries.keys()
@@ -429,10 +439,11 @@ class FSChecklist(ClusterChecklist):
             for name, stat in entries.items():
                 spec = expected[name]
                 if spec is None:
-                    size = len(tree[f"{directory.rstrip('/')}/{name}"])
+                    path = f"{directory.rstrip('/')}/{name}"
+                    size = len(tree[path])
                     if (stat["type"], stat["size"]) != ("dir", size):
-                        problems.add(f"{directory}/{name}: a {stat['type']} of size "
-                                     f"{stat['size']}, not a directory of {size} entries")
+                        problems.add(f"{path}: a {stat['type']} of size {stat['size']}, not "
+                                     f"a directory of {size} entries")
                 else:
                     problems.add(self.workload.check_stat(spec, stat))
         problems.raise_any("listing problem")
@@ -515,8 +526,9 @@ async def _run(options: FSStressOptions, console: Console, data_dir: Path,
             ok = await checklist.run()
         finally:
             with trio.CancelScope(shield=True):
-                rss = {**{f"member {i}": b for i, b in metadata.peak_rss().items()},
-                       **{f"data node {i}": b for i, b in datanodes.peak_rss().items()}}
+                rss = {**{f"member {i}": b for i, b in sorted(metadata.peak_rss().items())},
+                       **{f"data node {i}": b
+                          for i, b in sorted(datanodes.peak_rss().items())}}
                 await checklist.stop_everything(quietly=True)
             nursery.cancel_scope.cancel()
     rates = f"write {checklist.write_rates}" if checklist.write_rates else "nothing written"

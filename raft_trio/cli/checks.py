@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from raft_trio.cli.common import LOG_LEVELS, fail, log_level_option, setup_logging
+from raft_trio.errors import describe_os_error
 from raft_trio.protocol import READ_MODES
 
 
@@ -94,6 +95,12 @@ def stress(
 
 
 def _check_fresh_data_dir(data_dir: Path | None) -> None:
+    if data_dir is not None and not data_dir.exists():
+        try:  # now, rather than fail halfway through the run's set-up
+            data_dir.mkdir(parents=True)
+        except OSError as exc:
+            fail(f"--data-dir {data_dir} cannot be made: "
+                 f"{describe_os_error(exc).removeprefix(f'{data_dir}: ')}", 2)
     if data_dir is not None and data_dir.exists():
         if not data_dir.is_dir():
             fail(f"--data-dir {data_dir} is not a directory", 2)
@@ -166,8 +173,9 @@ def fs_stress(
     from stress.fs_runner import FSStressOptions, run_fs_stress
     from stress.interrupt import Interrupted
 
-    if files < 1 or clients < 1:
-        fail("--files and --clients must be at least 1", 2)
+    for option, value in (("--files", files), ("--clients", clients)):
+        if value < 1:
+            fail(f"{option} must be at least 1", 2)
     if not 1 <= chunk_kb <= MAX_CHUNK_KB:
         fail(f"--chunk-kb must be from 1 to {MAX_CHUNK_KB}", 2)
     if not 2 <= datanodes <= MAX_DATANODES:
