@@ -244,8 +244,8 @@ class FSChecklist(ClusterChecklist):
         started = time.perf_counter()
 
         async def make_dirs() -> None:
-            nonlocal ops
             leaves = iter(w.leaves)
+
             async def worker() -> None:
                 nonlocal ops
                 async with self.client() as fs:
