@@ -29,7 +29,7 @@ from raft_trio.fs.datanode import ChunkNotFound, DataNodeError, get_chunk
 from raft_trio.fs.errors import check
 from raft_trio.server import Timing
 from stress.cluster import Cluster, free_ports
-from stress.fs_workload import FileSpec, Workload
+from stress.fs_workload import FileSpec, Problems, Workload, first_change
 from stress.fscluster import (
     DataNodeProcesses,
     DataNodes,
@@ -49,8 +49,6 @@ from stress.runner import (
 
 MEMBERS = 3
 MB = 1e6
-# Problems shown when a check finds many.
-SHOWN = 3
 
 
 @dataclass(frozen=True)
@@ -78,23 +76,6 @@ class FSStressOptions:
     @property
     def replication(self) -> int:
         return min(3, self.datanodes)
-
-
-class Problems:
-    """What a check found wrong, shown as the count and the first few."""
-
-    def __init__(self) -> None:
-        self.found: list[str] = []
-
-    def add(self, problem: str | None) -> None:
-        if problem is not None:
-            self.found.append(problem)
-
-    def raise_any(self, what: str) -> None:
-        if self.found:
-            shown = "; ".join(self.found[:SHOWN])
-            more = f" (and {len(self.found) - SHOWN} more)" if len(self.found) > SHOWN else ""
-            raise StepFailed(f"{plural(len(self.found), what)}: {shown}{more}")
 
 
 class FSChecklist(ClusterChecklist):
@@ -407,7 +388,7 @@ class FSChecklist(ClusterChecklist):
             for problem in self.workload.check_listing(records):
                 problems.add(f"member {node_id}: {problem}")
             if records != self.reference:
-                problems.add(f"member {node_id}: {_first_change(self.reference, records)}")
+                problems.add(f"member {node_id}: {first_change(self.reference, records)}")
         problems.raise_any("namespace problem")
         async with self.client() as fs:
             walked = await self.walk(fs)
@@ -479,18 +460,6 @@ class FSChecklist(ClusterChecklist):
              self.step10),
         ]
         return await self.run_steps(steps)
-
-
-def _first_change(before: list[list[Any]], after: list[list[Any]]) -> str:
-    for at, (old, new) in enumerate(zip(before, after, strict=False)):
-        if old != new:
-            return f"record {at} is {_short(new)}, was {_short(old)}"
-    return f"{len(after)} records, were {len(before)}"
-
-
-def _short(value: Any, limit: int = 200) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 async def _run(options: FSStressOptions, console: Console, data_dir: Path,

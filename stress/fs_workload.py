@@ -3,7 +3,8 @@ files of mixed sizes with reproducible contents, and the namespace they make.
 
 Every file's bytes are SHAKE-128 of the run's seed and the file's number, so they
 differ from file to file and from chunk to chunk, cost nothing to keep, and can
-be made again to show where a read went wrong.
+be made again to show where a read went wrong. Also the checks' helpers: Problems
+(what a check found, raised as one StepFailed), first_difference, first_change.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+
+from stress.runner import StepFailed, plural
 
 KiB = 1024
 SMALL_MAX = 64 * KiB
@@ -37,6 +40,27 @@ def crc32_checksum(data: bytes | memoryview) -> str:
     """A chunk's checksum as the metadata records it (docs/fs-design.md), computed here
     and not by the client's code, so that a wrong one there shows."""
     return f"crc32:{zlib.crc32(data):08x}"
+
+
+# Problems shown when a check finds many.
+SHOWN = 3
+
+
+class Problems:
+    """What a check found wrong, shown as the count and the first few."""
+
+    def __init__(self) -> None:
+        self.found: list[str] = []
+
+    def add(self, problem: str | None) -> None:
+        if problem is not None:
+            self.found.append(problem)
+
+    def raise_any(self, what: str) -> None:
+        if self.found:
+            shown = "; ".join(self.found[:SHOWN])
+            more = f" (and {len(self.found) - SHOWN} more)" if len(self.found) > SHOWN else ""
+            raise StepFailed(f"{plural(len(self.found), what)}: {shown}{more}")
 
 
 @dataclass(frozen=True)
@@ -180,7 +204,7 @@ class Workload:
                                  written.chunk_checksums if written else [], strict=False)))
             if shape != expected:
                 problems.append(f"{path}: (mode, size, replication, chunk size, [(length, "
-                                f"checksum), ...]) is {_short(shape)}, not {_short(expected)}")
+                                f"checksum), ...]) is {short(shape)}, not {short(expected)}")
             for index, (_, _, _, replicas) in enumerate(chunks):
                 if len(set(replicas)) != self.replication:
                     problems.append(f"{path}: chunk {index} on data nodes {replicas}, not on "
@@ -226,6 +250,14 @@ def first_difference(a: bytes, b: bytes) -> int:
     return low
 
 
-def _short(value: Any, limit: int = 160) -> str:
+def first_change(before: list[list[Any]], after: list[list[Any]]) -> str:
+    """The first record where two listings differ, shortened."""
+    for at, (old, new) in enumerate(zip(before, after, strict=False)):
+        if old != new:
+            return f"record {at} is {short(new)}, was {short(old)}"
+    return f"{len(after)} records, were {len(before)}"
+
+
+def short(value: Any, limit: int = 200) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
