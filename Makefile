@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: stress test lint bench chaos clean
+.PHONY: stress fs-stress test lint bench chaos clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ $(DEV_STAMP): pyproject.toml | $(BIN)/python
 
 stress: $(STAMP)
 	$(BIN)/raft-trio stress --clients 8 --batch 100
+
+# The file system's checklist: 3 metadata members, 3 data nodes, 200 files.
+fs-stress: $(STAMP)
+	$(BIN)/raft-trio fs-stress --files 200 --clients 8
 
 # 30 s of kills, partitions and pauses under concurrent clients, then the
 # linearizability check and a comparison of every member's state.

@@ -175,6 +175,9 @@ class InProcessCluster(Cluster):
 class ProcessCluster(Cluster):
     """Every member is `python -m raft_trio serve` in its own process (uses every core)."""
 
+    # What its processes are called in errors.
+    what = "member"
+
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.procs: dict[int, trio.Process] = {}
@@ -203,8 +206,12 @@ class ProcessCluster(Cluster):
             *(["--fault-injection"] if self.fault_injection else []),
         ]
 
+    def log_path(self, node_id: int) -> Path:
+        """Where the process's output goes."""
+        return self.data_dir / f"member-{node_id}.log"
+
     async def start(self, node_id: int) -> None:
-        log_path = self.data_dir / f"member-{node_id}.log"
+        log_path = self.log_path(node_id)
         log_file = open(log_path, "ab")  # handed to the child; our copy is closed just below
         proc = await trio.lowlevel.open_process(
             self._command(node_id), stdout=log_file, stderr=subprocess.STDOUT,
@@ -216,7 +223,7 @@ class ProcessCluster(Cluster):
             while True:
                 if proc.poll() is not None:
                     raise RuntimeError(
-                        f"member {node_id} exited with {proc.returncode}; see {log_path}"
+                        f"{self.what} {node_id} exited with {proc.returncode}; see {log_path}"
                     )
                 try:
                     stream = await trio.open_tcp_stream(host, int(port))

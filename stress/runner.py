@@ -11,8 +11,9 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import cbor2
 import trio
@@ -66,25 +67,22 @@ class StateSummary:
     keys: int
 
 
-class Checklist:
-    def __init__(self, options: StressOptions, cluster: Cluster, console: Console):
-        self.o = options
+class ClusterChecklist:
+    """Numbered steps against the started members of `cluster`, each printed as it ends:
+    PASS or FAIL with its time and a short detail, SKIP with the reason. The KV
+    checklist below and the file system's (stress/fs_runner.py) build on it."""
+
+    def __init__(self, cluster: Cluster, console: Console, up_ids: list[int],
+                 step_timeout: float):
         self.cluster = cluster
         self.console = console
-        self.rng = random.Random(options.seed)
-        self.up_ids = sorted(cluster.members)[: options.up]
-        self.addresses = [cluster.members[i] for i in self.up_ids]
+        self.up_ids = up_ids
+        self.addresses = [cluster.members[i] for i in up_ids]
+        self.step_timeout = step_timeout
         self.results: list[tuple[int, str, bool, float, str]] = []
         self.skipped = 0
-        self.acknowledged = 0
-        self.throughput = 0.0
-        self.expected_last = 0
-        self.reconfigured = ""
 
     # -------------------------------------------------------------- helpers
-
-    def client(self) -> Client:
-        return connect(self.addresses, timeout=self.o.step_timeout, request_timeout=10.0)
 
     async def statuses(self) -> dict[int, dict[str, Any]]:
         """Status of every started member that answers."""
@@ -97,7 +95,7 @@ class Checklist:
     ) -> None:
         """Poll `check` (None means satisfied, else the reason) until it holds or time runs out."""
         reason = "not checked"
-        with trio.move_on_after(timeout or self.o.step_timeout):
+        with trio.move_on_after(timeout or self.step_timeout):
             while True:
                 reason_now = await check()
                 if reason_now is None:
@@ -138,6 +136,89 @@ class Checklist:
             return None
 
         await self.wait_until("entries not committed everywhere", check)
+
+    # ---------------------------------------------------------------- steps
+
+    async def step(self, number: int, title: str, body: Callable[[], Awaitable[str]]) -> None:
+        self.console.print(f"[bold]{number:2d}.[/bold] {title}")
+        started = time.perf_counter()
+        try:
+            detail = await body()
+        except StepsSkipped:
+            raise
+        except Exception as exc:
+            reason = _failure_reason(exc)
+            if reason is None:
+                raise
+            elapsed = time.perf_counter() - started
+            self.results.append((number, title, False, elapsed, reason))
+            self.console.print(f"    [red]FAIL[/red] ({elapsed:.2f}s) {reason}")
+            raise StepFailed(reason) from exc
+        elapsed = time.perf_counter() - started
+        self.results.append((number, title, True, elapsed, detail))
+        self.console.print(f"    [green]PASS[/green] ({elapsed:.2f}s) {detail}")
+
+    async def start_all(self) -> None:
+        async with trio.open_nursery() as nursery:
+            for node_id in self.up_ids:
+                nursery.start_soon(self.cluster.start, node_id)
+
+    async def stop_all(self) -> None:
+        async with trio.open_nursery() as nursery:
+            for node_id in self.up_ids:
+                nursery.start_soon(self.cluster.stop, node_id)
+
+    async def stop_all_quietly(self) -> None:
+        async with trio.open_nursery() as nursery:
+            for node_id in self.cluster.running():
+                nursery.start_soon(self.cluster.stop, node_id)
+
+    async def run_steps(self, steps: list[tuple[str, Callable[[], Awaitable[str]]]]) -> bool:
+        """Run `steps` (titles and bodies, numbered from 1) in order. After a failed step
+        the rest are skipped and the result is False; after StepsSkipped the rest are
+        skipped too, with its reason, and the result is True."""
+        for number, (title, body) in enumerate(steps, start=1):
+            try:
+                await self.step(number, title, body)
+            except StepFailed:
+                self.skip_rest(steps, number, f"step {number} failed")
+                return False
+            except StepsSkipped as exc:
+                self.console.print(f"    SKIP ({escape(str(exc))})")
+                self.skipped += 1
+                self.skip_rest(steps, number, str(exc))
+                return True
+        return True
+
+    def skip_rest(self, steps: list[tuple[str, Any]], after: int, why: str) -> None:
+        for number, (title, _) in enumerate(steps[after:], start=after + 1):
+            self.console.print(f"[bold]{number:2d}.[/bold] {title}\n    SKIP ({escape(why)})")
+            self.skipped += 1
+
+    def tally(self, steps: int) -> str:
+        """"7/10 steps passed, 1 failed, 2 skipped"."""
+        passed = sum(1 for r in self.results if r[2])
+        failed = len(self.results) - passed
+        counts = "".join(f", {n} {what}" for n, what in ((failed, "failed"),
+                                                         (self.skipped, "skipped")) if n)
+        return f"{passed}/{steps} steps passed{counts}"
+
+
+class Checklist(ClusterChecklist):
+    """The key-value store's ten steps (DESIGN.md)."""
+
+    def __init__(self, options: StressOptions, cluster: Cluster, console: Console):
+        super().__init__(cluster, console, sorted(cluster.members)[: options.up],
+                         options.step_timeout)
+        self.o = options
+        self.rng = random.Random(options.seed)
+        self.acknowledged = 0
+        self.throughput = 0.0
+        self.expected_last = 0
+        self.reconfigured = ""
+
+    def client(self) -> Client:
+        return connect(self.addresses, timeout=self.o.step_timeout, request_timeout=10.0)
 
     async def read_state(self, node_id: int) -> StateSummary:
         """Page through one member's key-value state, in the order keys were first set.
@@ -186,47 +267,11 @@ class Checklist:
                     f"client {client_id}: {len(seqs)} of {quota} entries, first out of place "
                     f"at position {bad}"
                 )
-        return f"{summary.keys} entries in order on {_count(len(summaries), 'member')}"
+        return f"{summary.keys} entries in order on {plural(len(summaries), 'member')}"
 
     def quotas(self) -> list[int]:
         base, extra = divmod(self.o.entries, self.o.clients)
         return [base + (1 if c < extra else 0) for c in range(self.o.clients)]
-
-    # ---------------------------------------------------------------- steps
-
-    async def step(self, number: int, title: str, body: Callable[[], Awaitable[str]]) -> None:
-        self.console.print(f"[bold]{number:2d}.[/bold] {title}")
-        started = time.perf_counter()
-        try:
-            detail = await body()
-        except StepsSkipped:
-            raise
-        except Exception as exc:
-            reason = _failure_reason(exc)
-            if reason is None:
-                raise
-            elapsed = time.perf_counter() - started
-            self.results.append((number, title, False, elapsed, reason))
-            self.console.print(f"    [red]FAIL[/red] ({elapsed:.2f}s) {reason}")
-            raise StepFailed(reason) from exc
-        elapsed = time.perf_counter() - started
-        self.results.append((number, title, True, elapsed, detail))
-        self.console.print(f"    [green]PASS[/green] ({elapsed:.2f}s) {detail}")
-
-    async def start_all(self) -> None:
-        async with trio.open_nursery() as nursery:
-            for node_id in self.up_ids:
-                nursery.start_soon(self.cluster.start, node_id)
-
-    async def stop_all(self) -> None:
-        async with trio.open_nursery() as nursery:
-            for node_id in self.up_ids:
-                nursery.start_soon(self.cluster.stop, node_id)
-
-    async def stop_all_quietly(self) -> None:
-        async with trio.open_nursery() as nursery:
-            for node_id in self.cluster.running():
-                nursery.start_soon(self.cluster.stop, node_id)
 
     async def step1(self) -> str:
         await self.start_all()
@@ -276,7 +321,7 @@ class Checklist:
         elapsed = time.perf_counter() - started
         cpu = self.cpu_per_entry(time.process_time() - cpu_before, members_before)
         self.throughput = self.o.entries / elapsed
-        p50, p99 = _percentiles(latencies)
+        p50, p99 = percentiles(latencies)
         return (f"{self.o.entries} entries in {elapsed:.2f}s: {self.throughput:,.0f} entries/s; "
                 f"batch latency p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms; {cpu}"
                 + self.reconfigured)
@@ -383,26 +428,14 @@ class Checklist:
             ("A leader is elected", self.step9),
             ("Every server has every entry: the deleted one is rebuilt", self.step10),
         ]
-        for number, (title, body) in enumerate(steps, start=1):
-            try:
-                await self.step(number, title, body)
-            except StepFailed:
-                self.skip_rest(steps, number, f"step {number} failed")
-                return False
-            except StepsSkipped as exc:
-                self.console.print(f"    SKIP ({escape(str(exc))})")
-                self.skipped += 1
-                self.skip_rest(steps, number, str(exc))
-                return True
-        return True
-
-    def skip_rest(self, steps: list[tuple[str, Any]], after: int, why: str) -> None:
-        for number, (title, _) in enumerate(steps[after:], start=after + 1):
-            self.console.print(f"[bold]{number:2d}.[/bold] {title}\n    SKIP ({escape(why)})")
-            self.skipped += 1
+        return await self.run_steps(steps)
 
 
 STEP_ERRORS = (StepFailed, RaftError, OSError, trio.TooSlowError, RuntimeError)
+
+
+class Killable(Protocol):
+    def kill_all_now(self) -> None: ...
 
 
 def _failure_reason(exc: Exception) -> str | None:
@@ -420,7 +453,8 @@ def _failure_reason(exc: Exception) -> str | None:
     return None
 
 
-def _count(n: int, noun: str) -> str:
+def plural(n: int, noun: str) -> str:
+    """"1 member", "3 members"."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
@@ -428,7 +462,8 @@ def _ids(members: dict[Any, str]) -> set[int]:
     return {int(i) for i in members}
 
 
-def _percentiles(samples: list[float]) -> tuple[float, float]:
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    """The 50th and 99th percentiles of `samples` (0.0 for none)."""
     if not samples:
         return 0.0, 0.0
     if len(samples) == 1:
@@ -438,7 +473,7 @@ def _percentiles(samples: list[float]) -> tuple[float, float]:
 
 
 async def _run(options: StressOptions, console: Console, data_dir: Path,
-               holder: list[Cluster]) -> bool:
+               holder: list[Killable]) -> bool:
     ports = (list(range(options.base_port, options.base_port + options.servers))
              if options.base_port else free_ports(options.servers))
     members = {i + 1: f"127.0.0.1:{port}" for i, port in enumerate(ports)}
@@ -449,7 +484,7 @@ async def _run(options: StressOptions, console: Console, data_dir: Path,
     if options.snapshot_trailing is not None:
         snapshots = dataclasses.replace(snapshots, trailing=options.snapshot_trailing)
     mode = "processes" if options.processes else "in-process"
-    console.print(f"raft-trio stress: {_count(options.servers, 'member')} ({options.up} up, "
+    console.print(f"raft-trio stress: {plural(options.servers, 'member')} ({options.up} up, "
                   f"{mode}), "
                   f"data in {data_dir}")
     async with trio.open_nursery() as nursery:
@@ -469,11 +504,7 @@ async def _run(options: StressOptions, console: Console, data_dir: Path,
                 disk = cluster.disk_usage()
                 await checklist.stop_all_quietly()
             nursery.cancel_scope.cancel()
-    passed = sum(1 for r in checklist.results if r[2])
-    failed = len(checklist.results) - passed
-    counts = "".join(f", {n} {what}" for n, what in ((failed, "failed"),
-                                                     (checklist.skipped, "skipped")) if n)
-    console.print(f"\n{passed}/10 steps passed{counts}; "
+    console.print(f"\n{checklist.tally(10)}; "
                   f"throughput {checklist.throughput:,.0f} entries/s")
     if rss:
         shown = ", ".join(f"member {i}: {b / 2**20:.0f} MiB" for i, b in sorted(rss.items()))
@@ -485,34 +516,43 @@ async def _run(options: StressOptions, console: Console, data_dir: Path,
 
 def run_stress(options: StressOptions) -> bool:
     """Run the checklist; True if every step passed or was skipped for a stated reason.
+    See run_in_data_dir for the data directory and signals."""
+    console = Console(highlight=False, soft_wrap=True)
+    return run_in_data_dir(options.data_dir, options.keep, "raft-trio-stress-", console,
+                           partial(_run, options, console))
+
+
+def run_in_data_dir(given: Path | None, keep: bool, prefix: str, console: Console,
+                    main: Callable[[Path, list[Killable]], Awaitable[bool]]) -> bool:
+    """`trio.run` of `main(data_dir, holder)` in the directory `given`, or a new temporary
+    one named `prefix...`; `main` puts into `holder` whatever runs processes, and
+    whatever is left of them is killed at the end.
 
     A temporary data directory is removed after a passing or interrupted run
     (unless `keep`), and kept, with a line saying where, after a failure; a
-    directory the caller gave is never removed. SIGINT or SIGTERM stops the
-    members and raises Interrupted, whose `detail` says what became of the data.
+    directory the caller gave is never removed. SIGINT or SIGTERM cancels
+    `main` (which stops what it started) and raises Interrupted, whose
+    `detail` says what became of the data.
     """
-    console = Console(highlight=False, soft_wrap=True)
     with SignalWatch().noting() as signals:
-        made_temp = options.data_dir is None
-        data_dir = (Path(tempfile.mkdtemp(prefix="raft-trio-stress-")) if made_temp
-                    else options.data_dir)
-        assert data_dir is not None
-        holder: list[Cluster] = []
+        made_temp = given is None
+        data_dir = Path(tempfile.mkdtemp(prefix=prefix)) if given is None else given
+        holder: list[Killable] = []
         try:
             try:
                 data_dir.mkdir(parents=True, exist_ok=True)
-                ok = trio.run(signals.run, _run, options, console, data_dir, holder)
+                ok = trio.run(signals.run, main, data_dir, holder)
             finally:
                 for cluster in holder:
                     cluster.kill_all_now()
         except Interrupted as exc:
-            exc.detail = _leave(data_dir, remove=made_temp and not options.keep)
+            exc.detail = _leave(data_dir, remove=made_temp and not keep)
             raise
         except BaseException:
             console.print(f"data kept in {data_dir}")
             raise
-        where = _leave(data_dir, remove=made_temp and not options.keep and ok)
-        if options.keep or not ok:
+        where = _leave(data_dir, remove=made_temp and not keep and ok)
+        if keep or not ok:
             console.print(where)
         try:
             signals.check()

@@ -97,6 +97,7 @@ members_app.command("remove")(members.members_remove)
 members_app.command("transfer")(members.members_transfer)
 app.command()(status.snapshot)
 app.command()(checks.stress)
+app.command("fs-stress")(checks.fs_stress)
 app.command()(checks.chaos)
 app.command()(datanode.datanode)
 

@@ -1,4 +1,5 @@
-"""`raft-trio stress` and `raft-trio chaos`: build a cluster and check it."""
+"""`raft-trio stress`, `raft-trio fs-stress` and `raft-trio chaos`: build a cluster and
+check it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Annotated
 import typer
 
 from raft_trio.cli.common import LOG_LEVELS, fail, log_level_option, setup_logging
+from raft_trio.errors import describe_os_error
 from raft_trio.protocol import READ_MODES
 
 
@@ -93,6 +95,12 @@ def stress(
 
 
 def _check_fresh_data_dir(data_dir: Path | None) -> None:
+    if data_dir is not None and not data_dir.exists():
+        try:  # now, rather than fail halfway through the run's set-up
+            data_dir.mkdir(parents=True)
+        except OSError as exc:
+            fail(f"--data-dir {data_dir} cannot be made: "
+                 f"{describe_os_error(exc).removeprefix(f'{data_dir}: ')}", 2)
     if data_dir is not None and data_dir.exists():
         if not data_dir.is_dir():
             fail(f"--data-dir {data_dir} is not a directory", 2)
@@ -101,6 +109,92 @@ def _check_fresh_data_dir(data_dir: Path | None) -> None:
         if any(data_dir.glob("member-*")):
             fail(f"--data-dir {data_dir} holds members' data already; give an empty or new one",
                  2)
+        # Likewise a data node's old chunks.
+        if any(data_dir.glob("datanode-*")):
+            fail(f"--data-dir {data_dir} holds data nodes' data already; give an empty or new "
+                 f"one", 2)
+
+
+# ---------------------------------------------------------------- fs-stress
+
+MAX_CHUNK_KB = 64 * 1024  # data nodes refuse larger chunks (docs/fs-design.md)
+MAX_DATANODES = 32
+
+
+def fs_stress(
+    files: Annotated[int, typer.Option("--files", "-n", help="Files to write.")] = 200,
+    clients: Annotated[int, typer.Option(
+        "--clients", help="Concurrent clients, each with its own connections.")] = 8,
+    chunk_kb: Annotated[int, typer.Option(
+        "--chunk-kb", metavar="KIB",
+        help=f"Chunk size in KiB (1 to {MAX_CHUNK_KB}); files are empty, small (up to "
+             f"64 KiB), one chunk, one chunk + 1 byte, or 3 to 6 chunks.")] = 1024,
+    datanodes: Annotated[int, typer.Option(
+        "--datanodes", help=f"Data nodes (2 to {MAX_DATANODES}); files get min(3, this) "
+                            f"replicas.")] = 3,
+    processes: Annotated[bool, typer.Option(
+        "--processes", help="Run each member and data node as its own OS process.")] = False,
+    data_dir: Annotated[Path | None, typer.Option(
+        "--data-dir", help="Where members and data nodes keep data (default: a temp "
+                           "directory, removed after a passing or interrupted run, kept after "
+                           "a failed one); a directory given here is never removed.")] = None,
+    keep: Annotated[bool, typer.Option(
+        "--keep", help="Keep the temp data directory even when the run passes or is "
+                       "interrupted.")] = False,
+    seed: Annotated[int, typer.Option(
+        "--seed", help="Seed for the files (names, sizes, contents) and for the choice of "
+                       "the data node and member whose data is deleted.")] = 0,
+    tick: Annotated[float, typer.Option(
+        "--tick", hidden=True, help="Members' seconds per timer tick (tests make elections "
+                                    "quicker with a small one).")] = 0.1,
+    log_level: Annotated[str, typer.Option(
+        "--log-level", callback=log_level_option, metavar="LEVEL",
+        help=f"Members' and data nodes' log level: {', '.join(LOG_LEVELS)}.")] = "warning",
+) -> None:
+    """Build a file system (3 metadata members and data nodes) and run its ten-step
+    checklist, printing files/s, metadata ops/s and MB/s.
+
+    Steps: start everything; write files of mixed sizes into a tree of directories
+    across concurrent clients; read every file back through the client; read
+    every chunk from each of its replicas; restart everything and read again;
+    delete one data node's and one member's directory, restart, compare every
+    member's namespace with what was written, and read every file again.
+
+    Exit status: 0 when every step passed; 1 when a step failed; 130 on Ctrl-C
+    and 143 on SIGTERM, once every member and data node has stopped.
+
+    Examples: everything in this process; then each member and data node its own
+    process, with small chunks, keeping the data:
+
+    \b
+        raft-trio fs-stress --files 200 --clients 8
+        raft-trio fs-stress --processes --chunk-kb 64 --data-dir fs-data --keep
+    """
+    from stress.fs_runner import FSStressOptions, run_fs_stress
+    from stress.interrupt import Interrupted
+
+    for option, value in (("--files", files), ("--clients", clients)):
+        if value < 1:
+            fail(f"{option} must be at least 1", 2)
+    if not 1 <= chunk_kb <= MAX_CHUNK_KB:
+        fail(f"--chunk-kb must be from 1 to {MAX_CHUNK_KB}", 2)
+    if not 2 <= datanodes <= MAX_DATANODES:
+        fail(f"--datanodes must be from 2 to {MAX_DATANODES}: one is deleted in step 7", 2)
+    if not (math.isfinite(tick) and 0 < tick <= 10):
+        fail("--tick must be a positive number of seconds", 2)
+    _check_fresh_data_dir(data_dir)
+    setup_logging(log_level)
+    options = FSStressOptions(
+        files=files, clients=clients, chunk_kb=chunk_kb, datanodes=datanodes,
+        processes=processes, data_dir=data_dir, keep=keep, seed=seed, log_level=log_level,
+        tick=tick,
+    )
+    try:
+        ok = run_fs_stress(options)
+    except Interrupted as exc:
+        fail(f"{exc}: every member and data node was stopped"
+             + (f"; {exc.detail}" if exc.detail else ""), exc.exit_code)
+    raise typer.Exit(0 if ok else 1)
 
 
 # ------------------------------------------------------------------- chaos
