@@ -26,7 +26,6 @@ from raft_trio.client import read_member_state
 from raft_trio.errors import RaftError
 from raft_trio.fs.client import FileSystem
 from raft_trio.fs.datanode import ChunkNotFound, DataNodeError, get_chunk
-from raft_trio.fs.errors import check
 from raft_trio.server import Timing
 from stress.cluster import Cluster, free_ports
 from stress.fs_workload import FileSpec, Problems, Workload, first_change
@@ -308,7 +307,7 @@ class FSChecklist(ClusterChecklist):
         async def check_file(fs: FileSystem, spec: FileSpec) -> None:
             nonlocal chunks, copies, missing
             path = spec.path
-            info = check(await fs.raft.read(["chunks", path]), path)
+            info = await fs.chunks(path)
             written = w.written[path]
             if len(info["chunks"]) != len(written.chunk_sha256):
                 problems.add(f"{path}: {len(info['chunks'])} chunks, not "

@@ -24,7 +24,7 @@ async def test_put_and_get_of_every_size(tmp_path: Path, size: int) -> None:
         assert stat["size"] == size and stat["type"] == "file"
         assert stat["replicas"] == 3
         assert await fs.read_file("/f") == data
-        chunks = await fs._query(["chunks", "/f"], "/f")
+        chunks = await fs.chunks("/f")
         assert len(chunks["chunks"]) == -(-size // CHUNK)
         for *_, replicas in chunks["chunks"]:
             assert len(set(replicas)) == 3  # three distinct data nodes
@@ -36,7 +36,7 @@ async def _every_replica_reads_back(cluster: FSCluster, fs: FileSystem, path: st
                                     data: bytes) -> None:
     from raft_trio.fs.datanode.client import get_chunk
 
-    info = await fs._query(["chunks", path], path)
+    info = await fs.chunks(path)
     nodes = {n["id"]: n["address"] for n in await fs.datanodes()}
     offset = 0
     for chunk_id, length, digest, replicas in info["chunks"]:
@@ -129,10 +129,10 @@ async def test_a_data_node_killed_during_a_write_and_during_a_read(tmp_path: Pat
         assert 1 not in cluster.datanodes.scopes
         assert await fs.read_file("/big") == data
         # The chunks written after the kill went to the three nodes left.
-        info = await fs._query(["chunks", "/big"], "/big")
+        info = await fs.chunks("/big")
         assert 1 not in info["chunks"][-1][3]
         # Kill one holder of the first chunk: reads fall back to another replica.
-        info = await fs._query(["chunks", "/big"], "/big")
+        info = await fs.chunks("/big")
         holder = info["chunks"][0][3][0]
         if holder in cluster.datanodes.scopes:
             await cluster.datanodes.stop(holder)
@@ -160,7 +160,7 @@ async def test_a_corrupted_chunk_is_read_from_another_replica(tmp_path: Path) ->
     async with fs_cluster(tmp_path) as cluster, cluster.client(chunk_size=CHUNK) as fs:
         data = os.urandom(2 * CHUNK)
         await fs.write_file("/f", data)
-        info = await fs._query(["chunks", "/f"], "/f")
+        info = await fs.chunks("/f")
         chunk_id, _, _, replicas = info["chunks"][0]
         victim = cluster.datanodes.nodes[replicas[0]]
         path = next(p for p in victim.store.data_dir.rglob(f"{chunk_id:016x}.chunk"))

@@ -152,6 +152,13 @@ class FileSystem:
         result: dict[str, int] = await self._query(["du", path], path)
         return result
 
+    async def chunks(self, path: str) -> dict[str, Any]:
+        """A file's size and chunks: {"size", "chunks": [[chunk id, length, checksum,
+        [data node ids]], ...]}."""
+        path = normalise(path)
+        result: dict[str, Any] = await self._query(["chunks", path], path)
+        return result
+
     async def datanodes(self) -> list[dict[str, Any]]:
         """The data nodes the leader knows: id, address, state, capacity, used, chunks."""
         result: list[dict[str, Any]] = await self.raft.call("fs.datanodes")
@@ -287,7 +294,7 @@ class FileSystem:
         """The file's bytes as an async iterator of pieces (one per chunk), fetched up to
         `window` chunks ahead: `async with fs.open_read(p) as f: async for piece in f`."""
         path = normalise(path)
-        info = await self._query(["chunks", path], path)
+        info = await self.chunks(path)
         if not self._nodes:
             await self.datanodes()
         send, receive = trio.open_memory_channel[_Slot](self.window - 1)
