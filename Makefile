@@ -38,6 +38,10 @@ lint: $(DEV_STAMP)
 	$(BIN)/ruff check raft_trio stress tests examples
 	$(BIN)/mypy
 
+# The file system's puts, gets, creates and mkdirs against the local disk (256 MiB, 3 rounds).
+fs-bench: $(STAMP)
+	$(BIN)/python stress/fs_bench.py
+
 bench: $(STAMP)
 	$(BIN)/python stress/bench.py
 	$(BIN)/python stress/snapbench.py
