@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: stress fs-stress test lint bench chaos clean
+.PHONY: stress fs-stress test lint bench fs-bench chaos clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
